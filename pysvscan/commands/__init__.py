@@ -1,0 +1,1 @@
+"""One module per daemontools program; each exposes main(argv) -> exit code."""

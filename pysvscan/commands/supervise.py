@@ -1,0 +1,299 @@
+"""supervise DIR: start DIR/run, restart it when it dies, obey svc through supervise/control.
+
+Follows supervise.c of daemontools 0.76 step by step (daemontools.md §2), including
+Debian's two behavioural patches (dangling `supervise` symlink, retry after a failed
+fork). The same code runs standalone and in a child that svscan forks without exec.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass, field
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
+    from typing import NoReturn
+
+from .. import errors, execenv, fifo, lock, tai64
+from ..status import WANT_DOWN, WANT_NONE, WANT_UP, Status
+
+PROG = "supervise"
+START_PAUSE = 1.0          # the C code sleeps this long after every start
+FORK_FAILURE_PAUSE = 60.0
+IDLE_TIMEOUT = 3600.0
+_SIGNAL_BYTES = {"a": signal.SIGALRM, "h": signal.SIGHUP, "k": signal.SIGKILL,
+                 "t": signal.SIGTERM, "i": signal.SIGINT}
+
+
+@dataclass
+class Supervisor:
+    """The state supervise.c keeps in globals, plus the loop's wake-up plumbing."""
+
+    dir: str
+    wakeup_r: int
+    control: int
+    idle: select.poll = field(default_factory=select.poll)     # wake-up pipe + control
+    pausing: select.poll = field(default_factory=select.poll)  # wake-up pipe only
+    pid: int = 0
+    want: bool = True          # flagwant: false after `o`
+    want_up: bool = True       # flagwantup
+    paused: bool = False
+    exiting: bool = False      # `x` received
+    retry_start: bool = False  # Debian 20.3: start again after the fork-failure sleep
+    woken: bool = False        # a wake-up byte was drained during a pause
+    status: Status = field(default_factory=lambda: Status(*tai64.now()))
+
+    # -- status file -------------------------------------------------------------
+
+    def pid_change(self) -> None:
+        """New timestamp: it changes only when the pid does."""
+        self.status.when, self.status.nsec = tai64.now()
+        self.status.pid = self.pid
+
+    def announce(self) -> None:
+        """Write status.new and rename it over status; each failure only warns."""
+        self.status.paused = int(self.paused) if self.pid else 0
+        self.status.want = (WANT_UP if self.want_up else WANT_DOWN) if self.want else WANT_NONE
+        data = self.status.pack()
+        try:
+            fd = os.open("supervise/status.new",
+                         os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
+                         0o644)
+        except OSError as e:
+            return errors.warn(PROG, f"unable to open {self.dir}/supervise/status.new: ", e)
+        try:
+            written = os.write(fd, data)
+        except OSError as e:
+            return errors.warn(PROG, f"unable to write {self.dir}/supervise/status.new: ", e)
+        finally:
+            os.close(fd)
+        if written < len(data):
+            return errors.warn(PROG, f"unable to write {self.dir}/supervise/status.new: "
+                                     "partial write")
+        try:
+            os.rename("supervise/status.new", "supervise/status")
+        except OSError as e:
+            errors.warn(PROG, f"unable to rename {self.dir}/supervise/status.new to status: ", e)
+
+    # -- the service -------------------------------------------------------------
+
+    def try_start(self) -> None:
+        """Fork and exec ./run, then pause a second whatever happens meanwhile."""
+        try:
+            child = os.fork()
+        except OSError as e:
+            errors.warn(PROG, f"unable to fork for {self.dir}, sleeping 60 seconds: ", e)
+            self.deep_sleep(FORK_FAILURE_PAUSE)
+            self.retry_start = self.woken = True
+            return
+        if child == 0:
+            exec_run(self.dir)
+        self.paused = False
+        self.pid = child
+        self.pid_change()
+        self.announce()
+        self.deep_sleep(START_PAUSE)
+
+    def signal_service(self, sig: int) -> None:
+        """Signals go to the service pid only, never to a process group."""
+        if self.pid:
+            try:
+                os.kill(self.pid, sig)
+            except OSError:
+                pass
+
+    def deep_sleep(self, seconds: float) -> None:
+        """Wait out `seconds` handling nothing, as the C sleep does; remember wake-ups
+        so a child death during the pause is still reaped right after it."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if self.pausing.poll(left * 1000 + 1):
+                self.woken |= drain(self.wakeup_r)
+
+    # -- the loop ----------------------------------------------------------------
+
+    def reap(self) -> bool:
+        """waitpid(-1, WNOHANG) until the service is found; True means leave the loop."""
+        while True:
+            try:
+                child, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return False
+            if child == 0:
+                return False
+            if child == self.pid:
+                self.pid = 0
+                self.pid_change()
+                self.announce()
+                if self.exiting:
+                    return True
+                if self.want and self.want_up:
+                    self.try_start()
+                return False
+
+    def command(self, byte: str) -> None:
+        """One control byte, exactly as supervise.c's switch; unknown bytes are ignored."""
+        if byte == "d":
+            self.want, self.want_up = True, False
+            if self.pid:
+                self.signal_service(signal.SIGTERM)
+                self.signal_service(signal.SIGCONT)
+                self.paused = False
+            self.announce()
+        elif byte == "u":
+            self.want, self.want_up = True, True
+            self.announce()
+            if not self.pid:
+                self.try_start()
+        elif byte == "o":
+            self.want = False
+            self.announce()
+            if not self.pid:
+                self.try_start()
+        elif byte in _SIGNAL_BYTES:
+            self.signal_service(_SIGNAL_BYTES[byte])
+        elif byte == "p":
+            self.paused = True
+            self.announce()
+            self.signal_service(signal.SIGSTOP)
+        elif byte == "c":
+            self.paused = False
+            self.announce()
+            self.signal_service(signal.SIGCONT)
+        elif byte == "x":
+            self.exiting = True
+            self.announce()
+
+    def read_command(self) -> str:
+        """One byte from the control FIFO, or '' when none is queued."""
+        try:
+            data = os.read(self.control, 1)
+        except BlockingIOError:
+            return ""
+        return data.decode("latin-1")
+
+    def loop(self) -> None:
+        while True:
+            if self.exiting and not self.pid:
+                return
+            if self.retry_start and not self.pid and self.want and self.want_up:
+                self.retry_start = False
+                self.try_start()
+                continue
+            self.retry_start = False
+            self.idle.poll(0 if self.woken else IDLE_TIMEOUT * 1000)
+            drain(self.wakeup_r)
+            self.woken = False
+            if self.reap():
+                return
+            self.command(self.read_command())
+
+
+def drain(fd: int) -> bool:
+    """Empty a non-blocking wake-up pipe; True if anything was in it."""
+    got = False
+    while True:
+        try:
+            if not os.read(fd, 4096):
+                return got
+            got = True
+        except BlockingIOError:
+            return got
+
+
+def exec_run(dir: str) -> NoReturn:
+    """The forked child: clean signal state, then ./run with argv ['./run'], no PATH."""
+    try:
+        execenv.reset_signals()
+        os.execve("./run", ["./run"], os.environ)
+    except OSError as e:
+        errors.fatal(PROG, f"unable to start {dir}/run: ", e)
+    os._exit(errors.EXIT_TEMPORARY)
+
+
+def make_supervise_dir(dir: str) -> int | None:
+    """mkdir supervise (errors ignored) with Debian's dangling-symlink patch (§20.2)."""
+    try:
+        os.mkdir("supervise", 0o700)
+        return None
+    except OSError:
+        pass
+    try:
+        target = os.readlink("supervise")
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.EINVAL):
+            return None
+        errors.write_line(f"unable to readlink ./supervise: {errors.errtext(e)}")
+        return errors.EXIT_TEMPORARY
+    if len(os.fsencode(target)) >= 256:  # the C buffer: readlink fills it, EOVERFLOW
+        errors.write_line("unable to readlink ./supervise: unknown error")
+        return errors.EXIT_TEMPORARY
+    try:
+        os.mkdir(target, 0o700)
+    except OSError:
+        pass
+    return None
+
+
+def main(argv: list[str]) -> int:
+    """supervise DIR (daemontools.md §2, start-up steps in order)."""
+    if len(argv) != 2:
+        return errors.usage(PROG, "supervise dir")
+    dir = argv[1]
+    try:
+        wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to create pipe for {dir}: ", e)
+    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
+    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+    try:
+        os.chdir(dir)
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to chdir to {dir}: ", e)
+    try:
+        os.stat("down")
+        want_up = False
+    except FileNotFoundError:
+        want_up = True
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to stat {dir}/down: ", e)
+    if (failed := make_supervise_dir(dir)) is not None:
+        return failed
+    try:
+        lock.lock_exnb(lock.open_lockfile("supervise/lock"))
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to acquire {dir}/supervise/lock: ", e)
+    fifo.make("supervise/control")
+    try:
+        control = fifo.open_reader("supervise/control")
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to read {dir}/supervise/control: ", e)
+    try:
+        fifo.open_writer("supervise/control")  # held for life: the reader never sees EOF
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to write {dir}/supervise/control: ", e)
+
+    sv = Supervisor(dir, wakeup_r, control, want_up=want_up)
+    sv.idle.register(wakeup_r, select.POLLIN)
+    sv.idle.register(control, select.POLLIN)
+    sv.pausing.register(wakeup_r, select.POLLIN)
+    sv.pid_change()
+    sv.announce()
+    fifo.make("supervise/ok")
+    try:
+        fifo.open_reader("supervise/ok")  # never read: its reader is what svok looks for
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to read {dir}/supervise/ok: ", e)
+    if want_up:
+        sv.try_start()
+    sv.loop()
+    sv.announce()
+    return 0
+
+
+def run() -> NoReturn:
+    execenv.undo_python_changes()
+    errors.run_main(PROG, main)

@@ -1,0 +1,103 @@
+"""Running child programs: daemontools' PATH search and a clean slate before exec."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
+    from typing import Mapping, NoReturn, Sequence
+
+DEFAULT_PATH = "/bin:/usr/bin"
+_KEEP_SEARCHING = (errno.EACCES, errno.EPERM, errno.EISDIR)
+_UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
+
+
+def exec_with_path(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
+                   path: str | None = None) -> NoReturn:
+    """pathexec_run: raise the OSError the C code would report if nothing could be run.
+
+    `path` is the *caller's* PATH (envdir searches its own, not the child's); an empty
+    element means the current directory; there is no /bin/sh fallback for ENOEXEC.
+    """
+    environ = os.environ if env is None else env
+    if "/" in name:
+        os.execve(name, list(argv), environ)
+    if path is None:
+        path = os.environ.get("PATH", DEFAULT_PATH)
+    saved: OSError | None = None
+    for element in path.split(":"):
+        candidate = f"{element or '.'}/{name}"
+        try:
+            os.execve(candidate, list(argv), environ)
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                continue
+            saved = e
+            if e.errno not in _KEEP_SEARCHING:
+                raise
+    if saved is not None:
+        raise saved
+    raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+
+
+def reset_signals() -> None:
+    """Every disposition back to default and an empty mask: undo what Python (SIGPIPE,
+    SIGXFSZ, SIGINT) and this process's own loop installed, so children start clean."""
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        if sig in _UNCATCHABLE:
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def close_fds_from(first: int, keep: frozenset[int] = frozenset()) -> None:
+    """Close every descriptor >= first except `keep`: what exec's close-on-exec would do
+    for a child that is forked and not exec'd."""
+    start = first
+    for fd in sorted(f for f in keep if f >= first):
+        if fd > start:
+            os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, _max_fd())
+
+
+def _max_fd() -> int:
+    try:
+        return os.sysconf("SC_OPEN_MAX")
+    except (OSError, ValueError):
+        return 65536
+
+
+def undo_python_changes() -> None:
+    """Give this process back what it was started with, as far as children can tell.
+
+    CPython ignores SIGPIPE and SIGXFSZ and catches SIGINT, where the C programs keep
+    the defaults; and its locale coercion (PEP 538) may add LC_CTYPE to the environment.
+    The environment as exec'd is still in /proc/self/environ: make os.environ equal it.
+    """
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        with open("/proc/self/environ", "rb") as f:
+            given = f.read()
+    except OSError:
+        return
+    original: dict[bytes, bytes] = {}
+    for entry in given.split(b"\0"):
+        name, sep, value = entry.partition(b"=")
+        if sep and name not in original:
+            original[name] = value
+    current = os.environb
+    for name in [n for n in current if n not in original]:
+        del current[name]
+    for name, value in original.items():
+        if current.get(name) != value:
+            current[name] = value
