@@ -5,9 +5,11 @@ from __future__ import annotations
 import errno
 import os
 import signal
+
+import _signal  # the C module under `signal`: see set_disposition
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
-    from typing import Mapping, NoReturn, Sequence
+    from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 DEFAULT_PATH = "/bin:/usr/bin"
 _KEEP_SEARCHING = (errno.EACCES, errno.EPERM, errno.EISDIR)
@@ -42,6 +44,16 @@ def exec_with_path(name: str, argv: Sequence[str], env: Mapping[str, str] | None
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
+def set_disposition(sig: int, handler: int | Callable[[int, Any], None]) -> None:
+    """signal.signal without its IntEnum wrapping of the old handler.
+
+    A supervise forked from svscan shares svscan's memory copy-on-write, and the enum
+    machinery that `signal.signal` runs to convert its return value touches enough
+    objects to cost each child about 30 copied pages. The C function wants plain ints.
+    """
+    _signal.signal(int(sig), handler if callable(handler) else int(handler))
+
+
 def reset_signals() -> None:
     """Every disposition back to default and an empty mask: undo what Python (SIGPIPE,
     SIGXFSZ, SIGINT) and this process's own loop installed, so children start clean."""
@@ -50,21 +62,30 @@ def reset_signals() -> None:
         if sig in _UNCATCHABLE:
             continue
         try:
-            signal.signal(sig, signal.SIG_DFL)
+            set_disposition(sig, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def close_fds_from(first: int, keep: frozenset[int] = frozenset()) -> None:
-    """Close every descriptor >= first except `keep`: what exec's close-on-exec would do
-    for a child that is forked and not exec'd."""
+def ranges_to_close(first: int, keep: frozenset[int] = frozenset()) -> list[tuple[int, int]]:
+    """The closerange() calls that close every descriptor >= first except `keep`:
+    what close-on-exec does for a child that is forked and not exec'd. Computed once
+    by the parent, so each child only makes the calls."""
+    ranges = []
     start = first
     for fd in sorted(f for f in keep if f >= first):
         if fd > start:
-            os.closerange(start, fd)
+            ranges.append((start, fd))
         start = fd + 1
-    os.closerange(start, _max_fd())
+    ranges.append((start, _max_fd()))
+    return ranges
+
+
+def close_fds_from(first: int, keep: frozenset[int] = frozenset()) -> None:
+    """Close every descriptor >= first except `keep`."""
+    for low, high in ranges_to_close(first, keep):
+        os.closerange(low, high)
 
 
 def _max_fd() -> int:

@@ -12,7 +12,6 @@ import os
 import select
 import signal
 import time
-from dataclasses import dataclass, field
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn
@@ -28,23 +27,45 @@ _SIGNAL_BYTES = {"a": signal.SIGALRM, "h": signal.SIGHUP, "k": signal.SIGKILL,
                  "t": signal.SIGTERM, "i": signal.SIGINT}
 
 
-@dataclass
 class Supervisor:
-    """The state supervise.c keeps in globals, plus the loop's wake-up plumbing."""
+    """The state supervise.c keeps in globals, plus the loop's wake-up plumbing.
 
-    dir: str
-    wakeup_r: int
-    control: int
-    idle: select.poll = field(default_factory=select.poll)     # wake-up pipe + control
-    pausing: select.poll = field(default_factory=select.poll)  # wake-up pipe only
-    pid: int = 0
-    want: bool = True          # flagwant: false after `o`
-    want_up: bool = True       # flagwantup
-    paused: bool = False
-    exiting: bool = False      # `x` received
-    retry_start: bool = False  # Debian 20.3: start again after the fork-failure sleep
-    woken: bool = False        # a wake-up byte was drained during a pause
-    status: Status = field(default_factory=lambda: Status(*tai64.now()))
+    A slotted class, not a dataclass: svscan's forked children share its memory, and
+    leaving dataclasses (with inspect, ast, re …) unimported keeps that memory small.
+    """
+
+    __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
+                 "paused", "exiting", "retry_start", "woken", "status", "fds")
+
+    def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
+        self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
+        self.idle = select.poll()     # wake-up pipe + control FIFO
+        self.pausing = select.poll()  # wake-up pipe only
+        self.pid = 0
+        self.want = True              # flagwant: false after `o`
+        self.want_up = want_up        # flagwantup
+        self.paused = False
+        self.exiting = False          # `x` received
+        self.retry_start = False      # Debian 20.3: start again after the fork-failure sleep
+        self.woken = False            # a wake-up byte was drained during a pause
+        self.status = Status(*tai64.now())
+        self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
+        self.idle.register(wakeup_r, select.POLLIN)
+        self.idle.register(control, select.POLLIN)
+        self.pausing.register(wakeup_r, select.POLLIN)
+
+    def arm(self) -> None:
+        """Step 3, in the process that supervises: SIGCHLD wakes the loop."""
+        signal.set_wakeup_fd(self.fds[1], warn_on_full_buffer=False)
+        execenv.set_disposition(signal.SIGCHLD, _ignore)
+
+    def serve(self) -> int:
+        """Steps 11-12: start the service if wanted, loop until `x`, exit 0."""
+        if self.want_up:
+            self.try_start()
+        self.loop()
+        self.announce()
+        return 0
 
     # -- status file -------------------------------------------------------------
 
@@ -192,6 +213,10 @@ class Supervisor:
             self.command(self.read_command())
 
 
+def _ignore(signum: int, frame: object) -> None:
+    """The SIGCHLD handler: its only job is the byte set_wakeup_fd writes."""
+
+
 def drain(fd: int) -> bool:
     """Empty a non-blocking wake-up pipe; True if anything was in it."""
     got = False
@@ -238,60 +263,74 @@ def make_supervise_dir(dir: str) -> int | None:
     return None
 
 
+def prepare(dir: str) -> Supervisor | int:
+    """Start-up steps 2 and 4-10 in order (daemontools.md §2); the exit code on failure.
+
+    Everything here can run in another process than the one that will supervise:
+    svscan prepares each supervise before it forks it, so that the pages this code
+    touches stay shared instead of being copied into every child. The result holds
+    every descriptor it opened (closed again here if a later step fails).
+    """
+    opened: list[int] = []
+    try:
+        try:
+            wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            return errors.fatal(PROG, f"unable to create pipe for {dir}: ", e)
+        opened += (wakeup_r, wakeup_w)
+        try:
+            os.chdir(dir)
+        except OSError as e:
+            return errors.fatal(PROG, f"unable to chdir to {dir}: ", e)
+        try:
+            os.stat("down")
+            want_up = False
+        except FileNotFoundError:
+            want_up = True
+        except OSError as e:
+            return errors.fatal(PROG, f"unable to stat {dir}/down: ", e)
+        if (failed := make_supervise_dir(dir)) is not None:
+            return failed
+        try:
+            opened.append(lock.open_lockfile("supervise/lock"))
+            lock.lock_exnb(opened[-1])
+        except OSError as e:
+            return errors.fatal(PROG, f"unable to acquire {dir}/supervise/lock: ", e)
+        fifo.make("supervise/control")
+        try:
+            control = fifo.open_reader("supervise/control")
+        except OSError as e:
+            return errors.fatal(PROG, f"unable to read {dir}/supervise/control: ", e)
+        opened.append(control)
+        try:  # held for life: the reader never sees EOF
+            opened.append(fifo.open_writer("supervise/control"))
+        except OSError as e:
+            return errors.fatal(PROG, f"unable to write {dir}/supervise/control: ", e)
+        sv = Supervisor(dir, wakeup_r, control, want_up)
+        sv.pid_change()
+        sv.announce()
+        fifo.make("supervise/ok")
+        try:  # never read: its reader is what svok looks for
+            opened.append(fifo.open_reader("supervise/ok"))
+        except OSError as e:
+            return errors.fatal(PROG, f"unable to read {dir}/supervise/ok: ", e)
+        sv.fds = opened
+        opened = []
+        return sv
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
 def main(argv: list[str]) -> int:
-    """supervise DIR (daemontools.md §2, start-up steps in order)."""
+    """supervise DIR (daemontools.md §2)."""
     if len(argv) != 2:
         return errors.usage(PROG, "supervise dir")
-    dir = argv[1]
-    try:
-        wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        return errors.fatal(PROG, f"unable to create pipe for {dir}: ", e)
-    signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
-    signal.signal(signal.SIGCHLD, lambda signum, frame: None)
-    try:
-        os.chdir(dir)
-    except OSError as e:
-        return errors.fatal(PROG, f"unable to chdir to {dir}: ", e)
-    try:
-        os.stat("down")
-        want_up = False
-    except FileNotFoundError:
-        want_up = True
-    except OSError as e:
-        return errors.fatal(PROG, f"unable to stat {dir}/down: ", e)
-    if (failed := make_supervise_dir(dir)) is not None:
-        return failed
-    try:
-        lock.lock_exnb(lock.open_lockfile("supervise/lock"))
-    except OSError as e:
-        return errors.fatal(PROG, f"unable to acquire {dir}/supervise/lock: ", e)
-    fifo.make("supervise/control")
-    try:
-        control = fifo.open_reader("supervise/control")
-    except OSError as e:
-        return errors.fatal(PROG, f"unable to read {dir}/supervise/control: ", e)
-    try:
-        fifo.open_writer("supervise/control")  # held for life: the reader never sees EOF
-    except OSError as e:
-        return errors.fatal(PROG, f"unable to write {dir}/supervise/control: ", e)
-
-    sv = Supervisor(dir, wakeup_r, control, want_up=want_up)
-    sv.idle.register(wakeup_r, select.POLLIN)
-    sv.idle.register(control, select.POLLIN)
-    sv.pausing.register(wakeup_r, select.POLLIN)
-    sv.pid_change()
-    sv.announce()
-    fifo.make("supervise/ok")
-    try:
-        fifo.open_reader("supervise/ok")  # never read: its reader is what svok looks for
-    except OSError as e:
-        return errors.fatal(PROG, f"unable to read {dir}/supervise/ok: ", e)
-    if want_up:
-        sv.try_start()
-    sv.loop()
-    sv.announce()
-    return 0
+    sv = prepare(argv[1])
+    if isinstance(sv, int):
+        return sv
+    sv.arm()
+    return sv.serve()
 
 
 def run() -> NoReturn:

@@ -16,7 +16,6 @@ import resource
 import select
 import signal
 import time
-from dataclasses import dataclass
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn
@@ -32,83 +31,165 @@ KILL_GRACE = 5.0        # after `k`, a supervise that still lingers is SIGKILLed
 _CAUGHT = (signal.SIGCHLD, signal.SIGALRM, signal.SIGHUP, signal.SIGTERM)
 
 
-@dataclass
 class Service:
     """One service directory, known by (device, inode); `name` is its latest name."""
 
-    name: str
-    has_log: bool
-    pipe: tuple[int, int] | None = None
-    pid: int = 0
-    log_pid: int = 0
-    active: bool = True
+    __slots__ = ("name", "has_log", "pipe", "pid", "log_pid", "active")
+
+    def __init__(self, name: str, has_log: bool) -> None:
+        self.name, self.has_log = name, has_log
+        self.pipe: tuple[int, int] | None = None
+        self.pid = self.log_pid = 0
+        self.active = True
+
+
+class Launch:
+    """One supervise, prepared in svscan and ready to fork (see Scanner.launch)."""
+
+    __slots__ = ("service", "is_log", "label", "path", "supervisor", "stdin", "stdout",
+                 "image", "close_ranges")
+
+    def __init__(self, service: Service, is_log: bool) -> None:
+        self.service, self.is_log = service, is_log
+        pipe = service.pipe
+        self.label = f"{service.name}/log" if is_log else service.name
+        self.path = self.label  # the child's working directory, from the scan directory
+        self.stdin = pipe[0] if is_log and pipe else None
+        self.stdout = pipe[1] if pipe and not is_log else None
+        self.supervisor: supervise.Supervisor | None = None
+        self.image = b""
+        self.close_ranges: list[tuple[int, int]] = []
 
 
 class Scanner:
-    def __init__(self, inherited: frozenset[int], nofile_soft: int) -> None:
+    BATCH = 64  # supervise prepared at once: each holds six descriptors until forked
+
+    def __init__(self, inherited: frozenset[int], nofile: tuple[int, int] | None,
+                 title: proctitle.Title | None) -> None:
         self.services: dict[tuple[int, int], Service] = {}
+        self.title = title
         self.inherited = inherited
-        self.nofile_soft = nofile_soft
+        self.nofile = nofile  # the soft limit children get back, if svscan raised it
         self.stopping = False
-        self.frozen = False
+        self.here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     # -- starting supervise ------------------------------------------------------
 
-    def fork_supervise(self, label: str, arg: str, chdir_to: str | None,
-                       stdin: int | None, stdout: int | None) -> int:
-        """Fork a child that runs supervise ARG in-process; 0 if the fork failed."""
-        if not self.frozen:  # once per scan that forks: children never touch these objects
-            gc.collect()
-            gc.freeze()
-            self.frozen = True
+    def launches(self, sv: Service) -> list[Launch]:
+        """What `sv` needs started: its supervise and/or its log's supervise."""
+        todo = []
+        if not sv.pid:
+            todo.append(Launch(sv, False))
+        if sv.has_log and sv.pipe and not sv.log_pid:
+            todo.append(Launch(sv, True))
+        return todo
+
+    def prepare(self, job: Launch) -> bool:
+        """Run supervise's start-up steps here, in svscan, for the child to inherit.
+
+        Pages svscan touches before a fork stay shared with the child; the same steps
+        run in each child would copy some 90 pages into each. Failures print
+        supervise's own messages, as the child would have; the next scan retries.
+        """
         try:
-            pid = os.fork()
-        except OSError as e:
-            errors.warn(PROG, f"unable to fork for {label}: ", e)
-            return 0
-        if pid:
-            return pid
+            if job.is_log:
+                try:
+                    os.chdir(job.service.name)
+                except OSError as e:
+                    errors.warn(PROG, f"unable to switch to {job.service.name}: ", e)
+                    return False
+                prepared = supervise.prepare("log")
+            else:
+                prepared = supervise.prepare(job.label)
+        finally:
+            os.fchdir(self.here)
+        if isinstance(prepared, int):
+            return False
+        job.supervisor = prepared
+        keep = self.inherited.union(prepared.fds)
+        job.close_ranges = execenv.ranges_to_close(3, keep)
+        if self.title:
+            job.image = self.title.image(["supervise", "log" if job.is_log else job.label])
+        return True
+
+    def launch(self, todo: list[Launch]) -> None:
+        """Prepare and fork every supervise of this scan, a batch at a time.
+
+        Each page svscan dirties after a fork stays, as an old copy, private to the
+        child just forked; so everything is prepared beforehand and the loop between
+        two forks is a title write, the fork and the title's restore. The objects alive
+        then are frozen so that no child's garbage collector ever touches them.
+        """
+        for first in range(0, len(todo), self.BATCH):
+            batch = [job for job in todo[first:first + self.BATCH] if self.prepare(job)]
+            if batch:
+                self.fork_all(batch)
+
+    def fork_all(self, batch: list[Launch]) -> None:
+        gc.collect()
+        gc.freeze()
+        title = self.title
+        if title:
+            title.show_comm("supervise")
+        for job in batch:
+            if title:
+                title.show(job.image)  # the child keeps it; see proctitle
+            try:
+                pid = os.fork()
+            except OSError as e:
+                errors.warn(PROG, f"unable to fork for {job.label}: ", e)
+                pid = 0
+            else:
+                if pid == 0:
+                    self.child(job)
+            if title:
+                title.restore()
+            if job.is_log:
+                job.service.log_pid = pid
+            else:
+                job.service.pid = pid
+        if title:
+            title.restore_comm()
+        for job in batch:  # the children hold them now (the lock goes with them)
+            if job.supervisor:
+                for fd in job.supervisor.fds:
+                    os.close(fd)
+
+    def child(self, job: Launch) -> NoReturn:
         code = errors.EXIT_TEMPORARY
         try:
-            code = self.become_supervise(label, arg, chdir_to, stdin, stdout)
+            code = self.become_supervise(job)
         except BaseException as e:  # never fall back into svscan's loop
             detail = errors.errtext(e) if isinstance(e, OSError) else repr(e)
-            errors.warn(PROG, f"unable to start supervise {label}: {detail}")
+            errors.warn(PROG, f"unable to start supervise {job.label}: {detail}")
         finally:
             os._exit(code)
 
-    def become_supervise(self, label: str, arg: str, chdir_to: str | None,
-                         stdin: int | None, stdout: int | None) -> int:
-        """In the child: what exec would have given a fresh supervise, then its main."""
+    def become_supervise(self, job: Launch) -> int:
+        """In the child: what exec would have given a fresh supervise, then its loop."""
         for sig in _CAUGHT:
-            signal.signal(sig, signal.SIG_DFL)
+            execenv.set_disposition(sig, signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
         try:
-            if stdin is not None:
-                os.dup2(stdin, 0)
-            if stdout is not None:
-                os.dup2(stdout, 1)
-            execenv.close_fds_from(3, self.inherited)
-            resource.setrlimit(resource.RLIMIT_NOFILE,
-                               (self.nofile_soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+            if job.stdin is not None:
+                os.dup2(job.stdin, 0)
+            if job.stdout is not None:
+                os.dup2(job.stdout, 1)
+            for low, high in job.close_ranges:
+                os.closerange(low, high)
+            if self.nofile:
+                resource.setrlimit(resource.RLIMIT_NOFILE, self.nofile)
         except OSError as e:
-            errors.warn(PROG, f"unable to set up descriptors for {label}: ", e)
+            errors.warn(PROG, f"unable to set up descriptors for {job.label}: ", e)
             return errors.EXIT_TEMPORARY
-        if chdir_to is not None:
-            try:
-                os.chdir(chdir_to)
-            except OSError as e:
-                errors.warn(PROG, f"unable to switch to {chdir_to}: ", e)
-                return errors.EXIT_TEMPORARY
-        proctitle.set_title(["supervise", arg])
-        return supervise.main(["supervise", arg])
-
-    def start(self, sv: Service) -> None:
-        if not sv.pid:
-            out = sv.pipe[1] if sv.pipe else None
-            sv.pid = self.fork_supervise(sv.name, sv.name, None, None, out)
-        if sv.has_log and sv.pipe and not sv.log_pid:
-            sv.log_pid = self.fork_supervise(f"{sv.name}/log", "log", sv.name, sv.pipe[0], None)
+        try:
+            os.chdir(job.path)
+        except OSError as e:
+            errors.warn(PROG, f"unable to switch to {job.path}: ", e)
+            return errors.EXIT_TEMPORARY
+        assert job.supervisor is not None
+        job.supervisor.arm()
+        return job.supervisor.serve()
 
     # -- scanning ----------------------------------------------------------------
 
@@ -140,7 +221,7 @@ class Scanner:
             names = os.listdir(".")
         except OSError as e:
             return errors.warn(PROG, "unable to read directory: ", e)
-        self.frozen = False
+        todo: list[Launch] = []
         for name in names:
             if name.startswith("."):
                 continue
@@ -160,7 +241,8 @@ class Scanner:
                 self.services[key] = sv
             sv.name = name
             sv.active = True
-            self.start(sv)
+            todo += self.launches(sv)
+        self.launch(todo)
         for key in [k for k, sv in self.services.items()
                     if not sv.active and not sv.pid and not sv.log_pid]:
             sv = self.services.pop(key)
@@ -264,14 +346,25 @@ def inherited_fds() -> frozenset[int]:
     return frozenset(kept)
 
 
-def raise_nofile() -> int:
-    """Two descriptors per logged service: take the hard limit, return the soft one."""
+def lendable_title() -> proctitle.Title | None:
+    """svscan's own argv area, lent to each supervise it forks (None without /proc)."""
+    try:
+        return proctitle.Title()
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def raise_nofile() -> tuple[int, int] | None:
+    """Two descriptors per logged service: take the hard limit; return the limits
+    children must get back, or None if nothing changed."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return None
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError):
-        pass
-    return soft
+        return None
+    return soft, hard
 
 
 def main(argv: list[str]) -> int:
@@ -281,11 +374,11 @@ def main(argv: list[str]) -> int:
             os.chdir(argv[1])
         except OSError as e:
             return errors.fatal(PROG, f"unable to chdir to {argv[1]}: ", e)
-    scanner = Scanner(inherited_fds(), raise_nofile())
+    scanner = Scanner(inherited_fds(), raise_nofile(), lendable_title())
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     for sig in _CAUGHT:
-        signal.signal(sig, lambda signum, frame: None)
+        execenv.set_disposition(sig, lambda signum, frame: None)
     poller = select.poll()
     poller.register(wakeup_r, select.POLLIN)
     while True:
