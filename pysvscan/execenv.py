@@ -54,18 +54,37 @@ def set_disposition(sig: int, handler: int | Callable[[int, Any], None]) -> None
     _signal.signal(int(sig), handler if callable(handler) else int(handler))
 
 
+def exec_signal_state() -> tuple[tuple[int, ...], bool]:
+    """(ignored signals, whether any signal is blocked): the part of this process's
+    signal state that survives execve, since exec resets caught signals by itself."""
+    ignored = tuple(sig for sig in _signal.valid_signals()
+                    if sig not in _UNCATCHABLE and _signal.getsignal(sig) == _signal.SIG_IGN)
+    return ignored, bool(_signal.pthread_sigmask(_signal.SIG_BLOCK, ()))
+
+
+def clean_exec_signals(ignored: tuple[int, ...], blocked: bool) -> None:
+    """Just before execve: undo what exec keeps, from exec_signal_state() computed
+    earlier, so the new program starts with every signal at its default and none
+    blocked. Cheaper than reset_signals() in a restart's critical path."""
+    for sig in ignored:
+        _signal.signal(sig, _signal.SIG_DFL)
+    if blocked:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+
+
 def reset_signals() -> None:
-    """Every disposition back to default and an empty mask: undo what Python (SIGPIPE,
-    SIGXFSZ, SIGINT) and this process's own loop installed, so children start clean."""
+    """Every disposition back to default and an empty mask, so children start clean:
+    undo what Python (SIGPIPE, SIGXFSZ, SIGINT), this process's loop and its parent
+    installed. For a child that is not going to exec, where handlers stay too."""
     signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
+    for sig in _signal.valid_signals():
         if sig in _UNCATCHABLE:
             continue
         try:
-            set_disposition(sig, _signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         except (OSError, ValueError):
             pass
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
 def ranges_to_close(first: int, keep: frozenset[int] = frozenset()) -> list[tuple[int, int]]:

@@ -327,3 +327,20 @@ def test_a_long_title_overflows_into_the_environment_area() -> None:
         print(open("/proc/self/cmdline", "rb").read().rstrip(b"\\0").decode())
     """, env={"PATH": "/usr/bin:/bin", "PAD": "x" * 8000})
     assert r.stdout.decode().strip() == "supervise " + "n" * 2000
+
+
+def test_exec_signal_state_covers_what_execve_keeps() -> None:
+    """Caught signals are reset by execve itself; ignored ones and the mask are not."""
+    r = run_python("""
+        import os, signal
+        from pysvscan import execenv
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, lambda *a: None)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        ignored, blocked = execenv.exec_signal_state()
+        assert signal.SIGHUP in ignored and signal.SIGUSR2 not in ignored and blocked
+        execenv.clean_exec_signals(ignored, blocked)
+        os.execv("/bin/cat", ["cat", "/proc/self/status"])  # cat catches no signal
+    """)
+    fields = dict(line.split(":\t") for line in r.stdout.decode().splitlines() if ":\t" in line)
+    assert (fields["SigBlk"], fields["SigIgn"], fields["SigCgt"]) == ("0" * 16,) * 3

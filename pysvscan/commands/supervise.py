@@ -35,7 +35,8 @@ class Supervisor:
     """
 
     __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
-                 "paused", "exiting", "retry_start", "woken", "status", "fds")
+                 "paused", "exiting", "retry_start", "woken", "status", "fds", "exec_ignored",
+                 "exec_blocked")
 
     def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
         self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
@@ -50,6 +51,8 @@ class Supervisor:
         self.woken = False            # a wake-up byte was drained during a pause
         self.status = Status(*tai64.now())
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
+        # what ./run must not inherit: computed here, where svscan runs this (shared)
+        self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
         self.idle.register(wakeup_r, select.POLLIN)
         self.idle.register(control, select.POLLIN)
         self.pausing.register(wakeup_r, select.POLLIN)
@@ -111,7 +114,7 @@ class Supervisor:
             self.retry_start = self.woken = True
             return
         if child == 0:
-            exec_run(self.dir)
+            exec_run(self.dir, self.exec_ignored, self.exec_blocked)
         self.paused = False
         self.pid = child
         self.pid_change()
@@ -229,14 +232,19 @@ def drain(fd: int) -> bool:
             return got
 
 
-def exec_run(dir: str) -> NoReturn:
-    """The forked child: clean signal state, then ./run with argv ['./run'], no PATH."""
+def exec_run(dir: str, ignored: tuple[int, ...], blocked: bool) -> NoReturn:
+    """The forked child: clean signal state, then ./run with argv ['./run'], no PATH.
+
+    Only what exec would keep is undone (ignored signals, a mask): a restart's
+    latency is mostly this child's work, and resetting all 64 signals doubles it.
+    """
     try:
-        execenv.reset_signals()
+        execenv.clean_exec_signals(ignored, blocked)
         os.execve("./run", ["./run"], os.environ)
     except OSError as e:
         errors.fatal(PROG, f"unable to start {dir}/run: ", e)
-    os._exit(errors.EXIT_TEMPORARY)
+    finally:  # whatever happens, this child never returns into supervise's loop
+        os._exit(errors.EXIT_TEMPORARY)
 
 
 def make_supervise_dir(dir: str) -> int | None:
