@@ -56,10 +56,14 @@ class Status:
         return cls(when, nsec, pid, paused, want)
 
     def seconds_since(self, now: int | None = None) -> int:
-        """Whole seconds since the last pid change as svstat counts them (never negative)."""
+        """Whole seconds since the last pid change as svstat counts them (never negative).
+
+        The C goes through a double (tai_approx), so absurd ages from a corrupted
+        label come out rounded the same way.
+        """
         if now is None:
             now = tai64.now()[0]
-        return max(0, now - self.when)
+        return int(float(max(0, now - self.when)))
 
 
 

@@ -173,3 +173,161 @@ def supervise_ready(service: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers shared by test_differential.py, test_interop.py and test_bad_input.py: starting
+# supervise for a tree, decoding supervise/status, masking pids and seconds in outputs.
+
+import contextlib
+import re
+
+_PID_RE = re.compile(rb"pid \d+")
+_SECONDS_RE = re.compile(rb"\d+ seconds")
+
+
+def normalize(data: bytes) -> bytes:
+    """Mask what differs between runs: `pid 123` → `pid P`, `4 seconds` → `S seconds`."""
+    return _SECONDS_RE.sub(b"S seconds", _PID_RE.sub(b"pid P", data))
+
+
+def seconds_of(data: bytes) -> list[int]:
+    """Every `N seconds` figure in svstat output, in order."""
+    return [int(n) for n in re.findall(rb"(\d+) seconds", data)]
+
+
+def outcome(cp: subprocess.CompletedProcess[bytes]) -> tuple[int, bytes, bytes]:
+    """Exit code, stdout and stderr of a finished program, pids and seconds masked."""
+    return cp.returncode, normalize(cp.stdout), normalize(cp.stderr)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """supervise/status as a test compares it: no timestamp, pid reduced to zero/non-zero."""
+
+    length: int
+    running: bool
+    paused: int
+    want: int
+
+    def __str__(self) -> str:
+        want = chr(self.want) if self.want else "0"
+        return (f"<{self.length} bytes, {'up' if self.running else 'down'}, "
+                f"paused={self.paused}, want={want}>")
+
+
+def decode_status(service: Path) -> Decoded | None:
+    """Decoded supervise/status, or None while it cannot be read."""
+    try:
+        data = read_status(service)
+    except OSError:
+        return None
+    if len(data) < 18:
+        return Decoded(len(data), False, -1, -1)
+    return Decoded(len(data), int.from_bytes(data[12:16], "little") != 0, data[16], data[17])
+
+
+def status_version(service: Path) -> tuple[int, int] | None:
+    """(inode, ctime) of supervise/status. supervise rewrites it by rename(), so a single
+    new write always shows as a new inode; None while there is no status file."""
+    try:
+        st = (service / "supervise" / "status").stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_ctime_ns
+
+
+def wait_status(service: Path, *, running: bool, paused: int, want: int,
+                after: tuple[int, int] | None = None, timeout: float = 10.0,
+                label: str = "") -> Decoded:
+    """Poll until supervise/status decodes to (running, paused, want) and, when `after`
+    is given, has been rewritten since that status_version()."""
+    expected = Decoded(18, running, paused, want)
+
+    def matches() -> Decoded | None:
+        got = decode_status(service)
+        if got != expected:
+            return None
+        if after is not None and status_version(service) == after:
+            return None
+        return got
+
+    try:
+        return wait_until(matches, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"{label}: status never became {expected}"
+                             f"{' (rewritten)' if after else ''}; last seen "
+                             f"{decode_status(service)}") from None
+
+
+def start_supervise(procs: Processes, tree: Tree, service: Path, *,
+                    stderr_file: Path | None = None, umask: int | None = None,
+                    prefix: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
+    """`supervise NAME` run from the service's parent (messages then say NAME).
+
+    stderr goes to `stderr_file` when given (else it is inherited); `umask` is applied
+    by a /bin/sh that execs supervise; `prefix` is prepended (e.g. setpriv ...).
+    """
+    argv = [*prefix, tree.bin("supervise"), service.name]
+    if umask is not None:
+        argv = ["/bin/sh", "-c", f'umask {umask:03o} && exec "$@"', "sh", *argv]
+    if stderr_file is None:
+        return procs.start(argv, cwd=service.parent)
+    with open(stderr_file, "wb") as err:
+        return procs.start(argv, cwd=service.parent, stderr=err.fileno())
+
+
+@contextlib.contextmanager
+def ok_reader(service: Path) -> Iterator[int]:
+    """Hold supervise/ok open for reading, as a live supervise would (svok/svstat then
+    believe supervise runs); creates the FIFO if needed."""
+    path = service / "supervise" / "ok"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        os.mkfifo(path, 0o600)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def proc_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, T, Z ...), None if there is no such pid."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:][:1].decode()
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and has not died (zombies count as dead)."""
+    return pid > 0 and proc_state(pid) not in (None, "Z", "X")
+
+
+def stopped_state(pid: int, expect_stopped: bool, timeout: float = 5.0) -> bool | None:
+    """Is the service stopped (state T)? supervise writes status *before* it sends
+    SIGSTOP/SIGCONT, so give the process up to `timeout` s to reach the state the status
+    announces; return what it finally is (None if there is no such process)."""
+    try:
+        wait_until(lambda: (proc_state(pid) == "T") == expect_stopped, timeout=timeout)
+    except AssertionError:
+        pass
+    state = proc_state(pid)
+    return None if state is None else state == "T"
+
+
+def supervise_once(procs: Processes, argv: list[str], cwd: Path,
+                   timeout: float = 5.0) -> tuple[int | str, bytes, bytes]:
+    """Run a supervise that is expected to exit at once: (exit code, stdout, stderr).
+    Started through `procs`, so if it wrongly keeps running, it and anything it started
+    are killed at teardown; the exit code then reads 'still running'."""
+    proc = procs.start(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return "still running", out, err
+    return proc.returncode, out, err

@@ -200,6 +200,7 @@ class Supervisor:
         return data.decode("latin-1")
 
     def loop(self) -> None:
+        self.announce()  # doit() in supervise.c starts with one more status write
         while True:
             if self.exiting and not self.pid:
                 return
