@@ -11,6 +11,8 @@ import errno
 import os
 import select
 import signal
+
+import _signal  # see execenv.set_disposition
 import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
@@ -23,6 +25,7 @@ PROG = "supervise"
 START_PAUSE = 1.0          # the C code sleeps this long after every start
 FORK_FAILURE_PAUSE = 60.0
 IDLE_TIMEOUT = 3600.0
+_SIGCHLD = int(signal.SIGCHLD)
 _SIGNAL_BYTES = {"a": signal.SIGALRM, "h": signal.SIGHUP, "k": signal.SIGKILL,
                  "t": signal.SIGTERM, "i": signal.SIGINT}
 
@@ -60,7 +63,7 @@ class Supervisor:
     def arm(self) -> None:
         """Step 3, in the process that supervises: SIGCHLD wakes the loop."""
         signal.set_wakeup_fd(self.fds[1], warn_on_full_buffer=False)
-        execenv.set_disposition(signal.SIGCHLD, _ignore)
+        _signal.signal(_SIGCHLD, _ignore)
 
     def serve(self) -> int:
         """Steps 11-12: start the service if wanted, loop until `x`, exit 0."""

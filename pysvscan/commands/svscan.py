@@ -15,6 +15,8 @@ import os
 import resource
 import select
 import signal
+
+import _signal  # in forked children: see execenv.set_disposition
 import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
@@ -29,6 +31,12 @@ STOP_BUDGET = 10.0      # per-service budget before `svc -k` at shutdown
 LOG_DRAIN_BUDGET = 5.0  # loggers get this long to reach end of input
 KILL_GRACE = 5.0        # after `k`, a supervise that still lingers is SIGKILLed
 _CAUGHT = (signal.SIGCHLD, signal.SIGALRM, signal.SIGHUP, signal.SIGTERM)
+_CAUGHT_NUMBERS = tuple(int(sig) for sig in _CAUGHT)
+
+
+def _wake(signum: int, frame: object) -> None:
+    """svscan's handler: the byte set_wakeup_fd writes is all the loop needs. A module
+    function, so that a child replacing it frees nothing (no copied pages)."""
 
 
 class Service:
@@ -131,27 +139,31 @@ class Scanner:
         title = self.title
         if title:
             title.show_comm("supervise")
-        for job in batch:
-            if title:
-                title.show(job.image)  # the child keeps it; see proctitle
+        pwrite, fork = os.pwrite, os.fork
+        mem, at = (title.mem, title.arg_start) if title else (-1, 0)
+        pids = []
+        for index, job in enumerate(batch):  # nothing here that need not be here
+            if mem >= 0:
+                pwrite(mem, job.image, at)  # the child keeps this title; see proctitle
             try:
-                pid = os.fork()
+                pid = fork()
             except OSError as e:
                 errors.warn(PROG, f"unable to fork for {job.label}: ", e)
                 pid = 0
             else:
                 if pid == 0:
-                    self.child(job)
-            if title:
-                title.restore()
+                    self.child(batch[index])
+            pids.append(pid)
+        if title:
+            title.written = len(title.original)
+            title.restore()
+            title.restore_comm()
+        for job, pid in zip(batch, pids):
             if job.is_log:
                 job.service.log_pid = pid
             else:
                 job.service.pid = pid
-        if title:
-            title.restore_comm()
-        for job in batch:  # the children hold them now (the lock goes with them)
-            if job.supervisor:
+            if job.supervisor:  # the child holds these now (the lock goes with it)
                 for fd in job.supervisor.fds:
                     os.close(fd)
 
@@ -167,9 +179,8 @@ class Scanner:
 
     def become_supervise(self, job: Launch) -> int:
         """In the child: what exec would have given a fresh supervise, then its loop."""
-        for sig in _CAUGHT:
-            execenv.set_disposition(sig, signal.SIG_DFL)
-        signal.set_wakeup_fd(-1)
+        for sig in _CAUGHT_NUMBERS:  # svscan's wake-up handlers, gone; supervise arms its own
+            _signal.signal(sig, 0)
         try:
             if job.stdin is not None:
                 os.dup2(job.stdin, 0)
@@ -378,7 +389,7 @@ def main(argv: list[str]) -> int:
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     for sig in _CAUGHT:
-        execenv.set_disposition(sig, lambda signum, frame: None)
+        execenv.set_disposition(sig, _wake)
     poller = select.poll()
     poller.register(wakeup_r, select.POLLIN)
     while True:
