@@ -1,18 +1,18 @@
-"""Process titles: what `ps -ef` shows for supervise children forked (not exec'd) by svscan.
+"""Process titles: what `ps` shows for supervise children forked (not exec'd) by svscan.
 
 `ps -ef` shows /proc/PID/cmdline, which the kernel reads from the process's own argv
-memory; `ps -e` shows /proc/PID/comm. Both are rewritten through /proc/self/mem and
-/proc/self/comm: no extension module and no import beyond the standard library.
-
-svscan *lends* a title to each child: it writes `supervise NAME` over its own argv,
-forks, and writes its own title back. The child keeps the page holding the title and
-runs no title code at all. Running the same code in each child instead costs about
-300 kB of copied pages per child, as bench/proctitle_cost.py measures.
+memory; `ps -e`, `pkill` and `killall` use /proc/PID/comm. A child rewrites both
+through /proc/self/mem and /proc/self/comm, with an image that svscan computed before
+forking: no extension module, and only a few system calls in the child.
+(bench/proctitle_cost.py measures this against the alternatives.)
 """
 
 from __future__ import annotations
 
 import os
+
+NAME_MAX = 255
+ROOM_VARIABLE = "PYSVSCAN_TITLE_ROOM"  # see make_room()
 
 
 def _areas() -> tuple[int, int, int, int]:
@@ -28,17 +28,16 @@ def _areas() -> tuple[int, int, int, int]:
 
 
 class Title:
-    """This process's argv area and comm, with their original contents kept for restore."""
+    """This process's argv area; a forked child inherits the same addresses."""
 
     def __init__(self) -> None:
         self.arg_start, self.arg_end, env_start, env_end = _areas()
         # A title may overflow into the environment strings only if they follow argv.
         self.limit = env_end if env_start == self.arg_end else self.arg_end
-        self.mem = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
-        self.original = os.pread(self.mem, self.limit - self.arg_start, self.arg_start)
-        with open("/proc/self/comm", "rb") as f:
-            self.original_comm = f.read().rstrip(b"\n")
-        self.written = 0
+
+    def room(self) -> int:
+        """The longest title (in bytes, NUL included) that can be shown whole."""
+        return self.limit - self.arg_start
 
     def image(self, words: list[str]) -> bytes:
         """The bytes to write at arg_start for `words`.
@@ -52,58 +51,47 @@ class Title:
         size = self.arg_end - self.arg_start
         if len(title) < size:
             return title + b"\0" * (size - len(title))
-        if len(title) < self.limit - self.arg_start:
+        if len(title) < self.room():
             return title.replace(b"\0", b" ") + b"\0"
         return title[:size - 1].replace(b"\0", b" ") + b"\0"
 
-    def set(self, words: list[str]) -> bool:
-        """Show `words` in ps from now on; False if the kernel refused."""
+    def show(self, image: bytes, comm: bytes) -> None:
+        """Rewrite this process's command line with `image` and its comm with `comm`."""
+        fd = os.open("/proc/self/mem", os.O_WRONLY | os.O_CLOEXEC)
         try:
-            self.show(self.image(words))
-            self.show_comm(os.path.basename(words[0]))
-        except OSError:
-            return False
-        return True
-
-    def show(self, image: bytes) -> None:
-        """Write an `image()` over the argv area (raises OSError if refused)."""
-        os.pwrite(self.mem, image, self.arg_start)
-        if len(image) > self.written:
-            self.written = len(image)
-
-    def restore(self) -> None:
-        """Put back the original argv bytes that `show` overwrote."""
+            os.pwrite(fd, image, self.arg_start)
+        finally:
+            os.close(fd)
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
         try:
-            os.pwrite(self.mem, self.original[:self.written], self.arg_start)
-        except OSError:
-            pass
-
-    def show_comm(self, name: str) -> None:
-        write_comm(name)
-
-    def restore_comm(self) -> None:
-        try:
-            write_comm(os.fsdecode(self.original_comm))
-        except OSError:
-            pass
-
-
-def write_comm(name: str) -> None:
-    """/proc/self/comm: what `ps -e` and `top` show (15 bytes at most)."""
-    fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, os.fsencode(name)[:15])
-    finally:
-        os.close(fd)
+            os.write(fd, comm[:15])
+        finally:
+            os.close(fd)
 
 
 def set_title(words: list[str]) -> bool:
-    """Rename this process for good (a program renaming itself, not lending a title)."""
+    """Rename this process: `ps` shows `words`, `ps -e` the first word's basename."""
     try:
         title = Title()
+        title.show(title.image(words), os.fsencode(os.path.basename(words[0])))
     except (OSError, ValueError, IndexError):
         return False
+    return True
+
+
+def make_room(needed: int, argv: list[str]) -> None:
+    """Re-exec this program once if its argv and environment strings cannot hold a
+    title of `needed` bytes (started with a near-empty environment, `ps` would cut
+    long service names): a padding variable after argv makes the room, and is then
+    dropped from os.environ so that no child inherits it. The script itself is
+    exec'd again, not the interpreter, so the process keeps its name (comm)."""
+    if os.environ.pop(ROOM_VARIABLE, None) is not None:
+        return
     try:
-        return title.set(words)
-    finally:
-        os.close(title.mem)
+        if Title().room() >= needed or not os.access(argv[0], os.X_OK):
+            return
+        env = dict(os.environ)
+        env[ROOM_VARIABLE] = "x" * needed
+        os.execve(argv[0], argv, env)
+    except (OSError, ValueError, IndexError):
+        pass  # titles are cut, nothing else changes

@@ -124,9 +124,9 @@ class Scanner:
         """Prepare and fork every supervise of this scan, a batch at a time.
 
         Each page svscan dirties after a fork stays, as an old copy, private to the
-        child just forked; so everything is prepared beforehand and the loop between
-        two forks is a title write, the fork and the title's restore. The objects alive
-        then are frozen so that no child's garbage collector ever touches them.
+        child just forked; so everything, the children's titles included, is prepared
+        beforehand and the loop between two forks is little more than the fork. The
+        objects alive then are frozen so that no child's collector ever touches them.
         """
         for first in range(0, len(todo), self.BATCH):
             batch = [job for job in todo[first:first + self.BATCH] if self.prepare(job)]
@@ -136,15 +136,9 @@ class Scanner:
     def fork_all(self, batch: list[Launch]) -> None:
         gc.collect()
         gc.freeze()
-        title = self.title
-        if title:
-            title.show_comm("supervise")
-        pwrite, fork = os.pwrite, os.fork
-        mem, at = (title.mem, title.arg_start) if title else (-1, 0)
+        fork = os.fork
         pids = []
         for index, job in enumerate(batch):  # nothing here that need not be here
-            if mem >= 0:
-                pwrite(mem, job.image, at)  # the child keeps this title; see proctitle
             try:
                 pid = fork()
             except OSError as e:
@@ -154,10 +148,6 @@ class Scanner:
                 if pid == 0:
                     self.child(batch[index])
             pids.append(pid)
-        if title:
-            title.written = len(title.original)
-            title.restore()
-            title.restore_comm()
         for job, pid in zip(batch, pids):
             if job.is_log:
                 job.service.log_pid = pid
@@ -198,6 +188,11 @@ class Scanner:
         except OSError as e:
             errors.warn(PROG, f"unable to switch to {job.path}: ", e)
             return errors.EXIT_TEMPORARY
+        if self.title:
+            try:  # computed by svscan before the fork: only the writes happen here
+                self.title.show(job.image, b"supervise")
+            except OSError:
+                pass
         assert job.supervisor is not None
         job.supervisor.arm()
         return job.supervisor.serve()
@@ -250,6 +245,8 @@ class Scanner:
                 if sv is None:
                     continue
                 self.services[key] = sv
+            elif sv.active:
+                continue  # another name for a directory already seen in this scan
             sv.name = name
             sv.active = True
             todo += self.launches(sv)
@@ -357,8 +354,9 @@ def inherited_fds() -> frozenset[int]:
     return frozenset(kept)
 
 
-def lendable_title() -> proctitle.Title | None:
-    """svscan's own argv area, lent to each supervise it forks (None without /proc)."""
+def title_area() -> proctitle.Title | None:
+    """svscan's argv area, which each forked supervise inherits and rewrites (None
+    without /proc)."""
     try:
         return proctitle.Title()
     except (OSError, ValueError, IndexError):
@@ -380,12 +378,13 @@ def raise_nofile() -> tuple[int, int] | None:
 
 def main(argv: list[str]) -> int:
     """svscan [DIR]: scan, then wait up to 5 s for a signal, forever (until SIGTERM)."""
+    proctitle.make_room(len("supervise ") + proctitle.NAME_MAX + 1, argv)
     if len(argv) > 1:
         try:
             os.chdir(argv[1])
         except OSError as e:
             return errors.fatal(PROG, f"unable to chdir to {argv[1]}: ", e)
-    scanner = Scanner(inherited_fds(), raise_nofile(), lendable_title())
+    scanner = Scanner(inherited_fds(), raise_nofile(), title_area())
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     for sig in _CAUGHT:
