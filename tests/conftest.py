@@ -99,6 +99,7 @@ class Processes:
 
     def __init__(self) -> None:
         self.started: list[subprocess.Popen[bytes]] = []
+        self.adopted: list[int] = []
 
     def start(self, argv: list[str], cwd: str | os.PathLike[str] | None = None,
               stdin: int | None = subprocess.DEVNULL, stdout: int | None = None,
@@ -109,10 +110,15 @@ class Processes:
         self.started.append(proc)
         return proc
 
+    def adopt(self, pgid: int) -> None:
+        """Also kill process group `pgid` at teardown: a process the test did not start
+        itself, in a session of its own (the demo's svscan)."""
+        self.adopted.append(pgid)
+
     def cleanup(self) -> None:
-        for proc in self.started:
+        for pgid in [proc.pid for proc in self.started] + self.adopted:
             try:
-                os.killpg(proc.pid, signal.SIGKILL)
+                os.killpg(pgid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
         for proc in self.started:

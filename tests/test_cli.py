@@ -42,8 +42,9 @@ def test_demo_runs_hello_and_stops_in_order(tmp_path: Path, procs: Processes,
     scandir = tmp_path / "service"
     demo = procs.start([PY.bin("pysvscan"), "demo", str(scandir)], stderr=subprocess.PIPE)
     hello, log = scandir / "hello", scandir / "hello" / "log"
-    wait_until(lambda: status_pid(hello) and status_pid(log), message="hello and its log up")
     svscan = wait_until(lambda: svscan_child_of(demo.pid), message="svscan started")
+    procs.adopt(svscan)  # its own session: killed at teardown even if this test fails
+    wait_until(lambda: status_pid(hello) and status_pid(log), message="hello and its log up")
     assert Path(f"/proc/{svscan}/cmdline").read_bytes().split(b"\0")[1].endswith(b"/svscan")
     mainlog = log / "main.log"
     wait_until(lambda: mainlog.exists() and b"hello 2\n" in mainlog.read_bytes(), timeout=15,
