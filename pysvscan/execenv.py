@@ -114,17 +114,48 @@ def _max_fd() -> int:
         return 65536
 
 
+_RT_SIGACTION = {"x86_64": 13, "aarch64": 134, "riscv64": 134, "ppc64le": 173, "s390x": 174}
+_LIBC_INTERNAL = (32, 33)  # glibc's SIGCANCEL and SIGSETXID
+
+
+def reset_libc_internal_signals() -> None:
+    """Un-ignore signals 32 and 33 if this process was started with them ignored.
+
+    glibc's posix_spawn() sets them to SIG_IGN in the program it starts, and exec keeps
+    that (GNU make 4.3 starts its recipes this way; so may any posix_spawn launcher).
+    glibc's own sigaction() refuses to touch them, so neither Python nor the C programs
+    can pass on a clean signal state; the raw rt_sigaction system call can, and ctypes
+    is only imported when there is something to undo.
+    """
+    try:
+        with open("/proc/self/status", "rb") as f:
+            ignored = next(int(line.split()[1], 16) for line in f if line.startswith(b"SigIgn:"))
+    except (OSError, StopIteration, ValueError):
+        return
+    todo = [sig for sig in _LIBC_INTERNAL if ignored >> (sig - 1) & 1]
+    number = _RT_SIGACTION.get(os.uname().machine)
+    if not todo or number is None:
+        return
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    default = (ctypes.c_ulong * 4)()  # handler SIG_DFL, no flags, no restorer, empty mask
+    for sig in todo:
+        libc.syscall(number, sig, ctypes.byref(default), None, 8)
+
+
 def undo_python_changes() -> None:
     """Give this process back what it was started with, as far as children can tell.
 
     CPython ignores SIGPIPE and SIGXFSZ and catches SIGINT, where the C programs keep
-    the defaults; and its locale coercion (PEP 538) may add LC_CTYPE to the environment.
+    the defaults; a posix_spawn launcher leaves glibc's internal signals ignored; and
+    CPython's locale coercion (PEP 538) may add LC_CTYPE to the environment.
     The environment as exec'd is still in /proc/self/environ: make os.environ equal it.
     """
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+    reset_libc_internal_signals()
     try:
         with open("/proc/self/environ", "rb") as f:
             given = f.read()

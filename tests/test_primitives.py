@@ -344,3 +344,30 @@ def test_exec_signal_state_covers_what_execve_keeps() -> None:
     """)
     fields = dict(line.split(":\t") for line in r.stdout.decode().splitlines() if ":\t" in line)
     assert (fields["SigBlk"], fields["SigIgn"], fields["SigCgt"]) == ("0" * 16,) * 3
+
+
+def test_glibc_internal_signals_ignored_by_posix_spawn_are_reset() -> None:
+    """posix_spawn (as GNU make uses it) leaves 32 and 33 ignored; we undo that."""
+    code = textwrap.dedent("""
+        import sys
+        from pysvscan import execenv
+        def ignored():
+            for line in open("/proc/self/status"):
+                if line.startswith("SigIgn:"):
+                    return int(line.split()[1], 16)
+        before = ignored()
+        execenv.reset_libc_internal_signals()
+        print(hex(before), hex(ignored()))
+    """)
+    r_fd, w_fd = os.pipe()
+    pid = os.posix_spawn(sys.executable, [sys.executable, "-c", code], dict(os.environ),
+                         file_actions=[(os.POSIX_SPAWN_DUP2, w_fd, 1)])
+    os.close(w_fd)
+    out = b""
+    while chunk := os.read(r_fd, 4096):
+        out += chunk
+    os.close(r_fd)
+    os.waitpid(pid, 0)
+    before, after = (int(x, 16) for x in out.split())
+    assert before & 0x180000000 == 0x180000000, "posix_spawn no longer sets the quirk?"
+    assert after & 0x180000000 == 0
