@@ -122,41 +122,53 @@ def setup_set_title() -> Method | str:
     return Method(lambda: proctitle.set_title(TITLE))
 
 
-def setup_lend() -> Method | str:
-    """What svscan does now, if this pysvscan has it: the parent writes the title over
-    its own argv before the fork and restores it after; the child runs nothing."""
-    from pysvscan import proctitle
-    if not hasattr(proctitle, "Title"):
-        return "pysvscan.proctitle.Title not found"
-    title = proctitle.Title()
-    image = title.image(TITLE)
+def setup_lend() -> Method:
+    """An alternative pysvscan tried and dropped: the parent writes the title over its
+    own argv and comm before the fork and restores them after; the child runs nothing.
+    The cheapest in memory, but svscan itself then shows as `supervise NAME` while it
+    forks, which `pkill -x supervise` or `pidof svscan` would get wrong."""
+    f = self_stat()
+    arg_start, arg_end = f[48 - 3], f[49 - 3]
+    title = b"\0".join(w.encode() for w in TITLE)
+    image = title + bytes(arg_end - arg_start - len(title))
+    mem = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
+    original = os.pread(mem, len(image), arg_start)
+    with open("/proc/self/comm", "rb") as fh:
+        comm = fh.read().rstrip(b"\n")
+
+    def write_comm(name: bytes) -> None:
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, name)
+        finally:
+            os.close(fd)
 
     def before() -> None:
-        title.show_comm(TITLE[0])
-        title.show(image)
+        write_comm(TITLE[0].encode())
+        os.pwrite(mem, image, arg_start)
 
     def after() -> None:
-        title.restore()
-        title.restore_comm()
+        os.pwrite(mem, original, arg_start)
+        write_comm(comm)
     return Method(before_fork=before, after_fork=after)
 
 
-def setup_mem_precomputed() -> Method:
-    """Not what pysvscan does: the child writes /proc/self/mem itself, with the argv area
-    read once in the parent and no file objects, to show the floor of that method."""
-    f = self_stat()
-    arg_start, arg_end = f[48 - 3], f[49 - 3]
-    size = arg_end - arg_start
-    flags = os.O_RDWR | os.O_CLOEXEC
+def setup_precomputed() -> Method | str:
+    """What svscan does: the image is computed by the parent (pysvscan's Title.image),
+    and the child only writes it, and its comm, through /proc/self."""
+    from pysvscan import proctitle
+    if not hasattr(proctitle.Title, "show"):
+        return "pysvscan.proctitle.Title.show not found"
+    title = proctitle.Title()
+    image = title.image(TITLE)
+    comm = TITLE[0].encode()
 
     def child() -> bool:
-        title = b"\0".join(w.encode() for w in TITLE)
-        fd = os.open("/proc/self/mem", flags)
         try:
-            os.pwrite(fd, title + bytes(size - len(title)), arg_start)
-        finally:
-            os.close(fd)
-        return set_comm()
+            title.show(image, comm)
+        except OSError:
+            return False
+        return True
     return Method(child)
 
 
@@ -200,8 +212,8 @@ SETUPS: dict[str, Callable[[], Method | str]] = {
     "pysvscan set_title": setup_set_title,
     "prctl PR_SET_MM": setup_prctl,
     "setproctitle package": setup_setproctitle,
-    "pysvscan Title lent by parent": setup_lend,
-    "mem, precomputed (variant)": setup_mem_precomputed,
+    "lent by the parent (dropped)": setup_lend,
+    "pysvscan: child writes svscan's image": setup_precomputed,
 }
 
 

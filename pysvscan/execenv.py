@@ -9,7 +9,7 @@ import signal
 import _signal  # the C module under `signal`: see set_disposition
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
-    from typing import Any, Callable, Mapping, NoReturn, Sequence
+    from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
 
 DEFAULT_PATH = "/bin:/usr/bin"
 _KEEP_SEARCHING = (errno.EACCES, errno.EPERM, errno.EISDIR)
@@ -85,6 +85,19 @@ def reset_signals() -> None:
         except (OSError, ValueError):
             pass
     _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+
+
+def reap_exited() -> Iterator[int]:
+    """The pid of each child that has exited, without blocking (waitpid WNOHANG).
+    A caller may stop early: the rest stay zombies until the next call."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid
 
 
 def ranges_to_close(first: int, keep: frozenset[int] = frozenset()) -> list[tuple[int, int]]:

@@ -88,6 +88,15 @@ def py_tree() -> Tree:
     return PY
 
 
+def client(tree: Tree, program: str, service: Path, *args: str
+           ) -> subprocess.CompletedProcess[bytes]:
+    """Run svc/svok/svstat on `service` from its parent directory, so that messages
+    name it as the operator typed it; never a Python traceback."""
+    cp = tree.run(program, *args, service.name, cwd=service.parent)
+    assert b"Traceback" not in cp.stdout + cp.stderr, (tree.name, program, cp.stderr)
+    return cp
+
+
 def wait_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
                message: str = "condition") -> T:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""

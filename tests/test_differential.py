@@ -22,7 +22,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import (C, PY, Decoded, Tree, alive, decode_status, make_service, normalize,
+from conftest import (C, PY, client, Decoded, Tree, alive, decode_status, make_service, normalize,
                       ok_reader, outcome, read_status, require_c_reference, seconds_of,
                       start_supervise, status_pid, status_version, stopped_state,
                       supervise_once, supervise_ready, wait_status, wait_until)
@@ -41,18 +41,13 @@ def _need_c() -> None:
     require_c_reference()
 
 
-def tool(tree: Tree, program: str, service: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    """Run a client program on `service` from its parent, so messages say its name."""
-    cp = tree.run(program, *args, service.name, cwd=service.parent)
-    assert b"Traceback" not in cp.stderr + cp.stdout, (tree.name, program, cp.stderr)
-    return cp
 
 
 def observe(tree: Tree, service: Path, svc_result: subprocess.CompletedProcess[bytes] | None,
             proc: bool = True) -> tuple[str, list[int]]:
     """One transcript line (masked) plus the svstat seconds figures."""
-    st = tool(tree, "svstat", service)
-    ok = tool(tree, "svok", service)
+    st = client(tree, "svstat", service)
+    ok = client(tree, "svok", service)
     pid = status_pid(service)
     status = decode_status(service)
     stopped = stopped_state(pid, bool(status and status.paused == 1)) if (pid and proc) else "-"
@@ -214,7 +209,7 @@ def test_svc_command_string_through_fifo(case, tmp_path: Path) -> None:
         os.mkfifo(sv / "supervise" / "control", 0o600)
         fd = os.open(sv / "supervise" / "control", os.O_RDONLY | os.O_NONBLOCK)
         try:
-            cp = tool(tree, "svc", sv, *args)
+            cp = client(tree, "svc", sv, *args)
             try:
                 data = os.read(fd, 100)
             except BlockingIOError:
@@ -237,7 +232,7 @@ def test_svc_writes_into_regular_control_file(tmp_path: Path) -> None:
         sv = root / "sv"
         steps = []
         for args in (["-uduxk", "-t", "-a", "-u"], [], ["-c"]):
-            cp = tool(tree, "svc", sv, *args)
+            cp = client(tree, "svc", sv, *args)
             steps.append((cp.returncode, cp.stdout, cp.stderr, control_contents(root)))
         got[tree.name] = steps
     assert got["c"] == [(0, b"", b"", b"udxkta6789"), (0, b"", b"", b"udxkta6789"),
@@ -294,7 +289,7 @@ def test_fresh_service(tmp_path: Path, procs) -> None:
         ppid, pgrp, session = proc_fields(pid)
         when, nsec = struct.unpack(">QI", data[:12])
         assert abs(when - TAI_OFFSET - now) < 5 and nsec < 10**9, (key, data.hex())
-        svstat = tool(tree, "svstat", sv)
+        svstat = client(tree, "svstat", sv)
         seen[key] = {
             "listing": supervise_listing(sv),
             "status": decode_status(sv),
@@ -305,7 +300,7 @@ def test_fresh_service(tmp_path: Path, procs) -> None:
             "service comm": Path(f"/proc/{pid}/comm").read_text(),
             "svstat": outcome(svstat),
             "svstat seconds": seconds_of(svstat.stdout),
-            "svok": outcome(tool(tree, "svok", sv)),
+            "svok": outcome(client(tree, "svok", sv)),
             "svstat two dirs": outcome(tree.run("svstat", "sv", "nosuch", cwd=sv.parent)),
         }
     for umask, status_mode in ((0o022, "0o644"), (0o077, "0o600")):
@@ -418,14 +413,14 @@ def run_sequence(scenario: str, tmp_path: Path, procs, script: str, steps: list[
             line, secs = observe(tree, sv, results.get(name))
             transcripts[name].append(f"{label}: {line}")
             seconds[name].append(secs)
-            st = normalize(tool(tree, "svstat", sv).stdout)
+            st = normalize(client(tree, "svstat", sv).stdout)
             assert st == expect_line, f"{scenario}/{name} after {label}: svstat {st!r}"
             assert sup.poll() is None, f"{scenario}/{name}: supervise exited after {label}"
 
     record("start", {}, initial[1])
     for label, args, (running, paused, want), rewrite, starts, expect_line in steps:
         before = {name: (status_version(sv), status_pid(sv)) for name, (_, sv, _) in lanes.items()}
-        results = {name: tool(tree, "svc", sv, *args) for name, (tree, sv, _) in lanes.items()}
+        results = {name: client(tree, "svc", sv, *args) for name, (tree, sv, _) in lanes.items()}
         for name, (tree, sv, sup) in lanes.items():
             if starts:
                 wait_until(lambda: status_pid(sv) not in (0, before[name][1]),
@@ -498,21 +493,21 @@ def test_down_after_kill_reads_zero_seconds(tmp_path: Path, procs) -> None:
         lanes[tree.name] = (tree, sv, start_supervise(procs, tree, sv))
     for name, (tree, sv, _) in lanes.items():
         wait_until(lambda: supervise_ready(sv), message=f"{name}: ready")
-        tool(tree, "svc", sv, "-o")
+        client(tree, "svc", sv, "-o")
     for name, (tree, sv, _) in lanes.items():
         wait_status(sv, running=True, paused=0, want=0, label=f"{name} -o")
     time.sleep(START_PAUSE)
     got = {}
     for name, (tree, sv, _) in lanes.items():
         sent = time.time()
-        tool(tree, "svc", sv, "-k")
+        client(tree, "svc", sv, "-k")
         wait_status(sv, running=False, paused=0, want=0, label=f"{name} -k")
         seen = time.time()
         when, nsec = struct.unpack(">QI", read_status(sv)[:12])
         died = when - TAI_OFFSET + nsec / 1e9
         assert sent - 0.05 <= died <= seen + 0.05, f"{name}: label {died} not renewed at death"
         first = int(time.time())
-        line = tool(tree, "svstat", sv).stdout
+        line = client(tree, "svstat", sv).stdout
         last = int(time.time())
         age = seconds_of(line)
         label_unix = when - TAI_OFFSET
@@ -563,12 +558,12 @@ def test_signal_letters_and_ignored_bytes(tmp_path: Path, procs) -> None:
         fd = os.open(sv / "supervise" / "control", os.O_WRONLY | os.O_NONBLOCK)
         os.write(fd, b"12qw\n\x00ZUvy")
         os.close(fd)
-        tool(tree, "svc", sv, "-h")
+        client(tree, "svc", sv, "-h")
     for name, (tree, sv, _) in lanes.items():
         wait_until(lambda: log(sv).endswith(b"SIGHUP\n"), timeout=5, message=f"{name}: HUP")
     for letter, sig in (("a", "SIGALRM"), ("i", "SIGINT"), ("t", "SIGTERM")):
         for name, (tree, sv, _) in lanes.items():
-            got[name].append(("svc", letter, outcome(tool(tree, "svc", sv, f"-{letter}"))))
+            got[name].append(("svc", letter, outcome(client(tree, "svc", sv, f"-{letter}"))))
         for name, (tree, sv, _) in lanes.items():
             wait_until(lambda: log(sv).endswith(sig.encode() + b"\n"), timeout=5,
                        message=f"{name}: {sig} after svc -{letter}")
@@ -578,14 +573,14 @@ def test_signal_letters_and_ignored_bytes(tmp_path: Path, procs) -> None:
                           (status_version(sv), status_pid(sv)) == first[name]))
     # c: CONT although not paused, and a status write
     for name, (tree, sv, _) in lanes.items():
-        tool(tree, "svc", sv, "-c")
+        client(tree, "svc", sv, "-c")
     for name, (tree, sv, _) in lanes.items():
         wait_status(sv, running=True, paused=0, want=U, after=first[name][0], label=f"{name} -c")
         wait_until(lambda: log(sv).endswith(b"SIGCONT\n"), timeout=5, message=f"{name}: CONT")
         got[name].append(("log after -c", log(sv)))
     # k: killed, restarted because want is up
     for name, (tree, sv, _) in lanes.items():
-        tool(tree, "svc", sv, "-k")
+        client(tree, "svc", sv, "-k")
     for name, (tree, sv, _) in lanes.items():
         wait_until(lambda: status_pid(sv) not in (0, first[name][1]), timeout=5,
                    message=f"{name}: restarted after -k")
@@ -637,11 +632,11 @@ def test_restart_timing(tmp_path: Path, procs) -> None:
     # svc -u then at once svc -d: the d waits in the FIFO for the end of the start pause
     sent = {}
     for tree in TREES:
-        tool(tree, "svc", lanes[tree.name]["queued"], "-u")
-        tool(tree, "svc", lanes[tree.name]["queued"], "-d")
+        client(tree, "svc", lanes[tree.name]["queued"], "-u")
+        client(tree, "svc", lanes[tree.name]["queued"], "-d")
         sent[tree.name] = time.monotonic()
-        tool(tree, "svc", lanes[tree.name]["queued-fast"], "-u")
-        tool(tree, "svc", lanes[tree.name]["queued-fast"], "-d")
+        client(tree, "svc", lanes[tree.name]["queued-fast"], "-u")
+        client(tree, "svc", lanes[tree.name]["queued-fast"], "-d")
     went_down: dict[str, float] = {}
     starts: dict[str, dict[str, list[float]]] = {n: {"fast": [], "slow": []} for n in lanes}
     deadline = time.monotonic() + 15
@@ -704,9 +699,9 @@ def test_second_supervise_and_term(tmp_path: Path, procs) -> None:
         time.sleep(0.1)
         got[name]["service survives"] = alive(pid)
         got[name]["status kept"] = decode_status(sv)
-        got[name]["svstat"] = outcome(tool(tree, "svstat", sv))
-        got[name]["svok"] = outcome(tool(tree, "svok", sv))
-        got[name]["svc -d"] = outcome(tool(tree, "svc", sv, "-d"))
+        got[name]["svstat"] = outcome(client(tree, "svstat", sv))
+        got[name]["svok"] = outcome(client(tree, "svok", sv))
+        got[name]["svc -d"] = outcome(client(tree, "svc", sv, "-d"))
         got[name]["service still survives"] = alive(pid)
     assert got["c"] == {
         "second supervise": (111, b"", b"supervise: fatal: unable to acquire sv/supervise/lock: "
@@ -747,30 +742,30 @@ def test_exit_commands(tmp_path: Path, procs) -> None:
     got: dict[str, dict] = {"c": {}, "py": {}}
     versions = {name: status_version(svs["x-then-k"][0]) for name, (_, svs) in lanes.items()}
     for name, (tree, svs) in lanes.items():
-        got[name]["-x"] = outcome(tool(tree, "svc", svs["x-then-k"][0], "-x"))
-        got[name]["-dx"] = outcome(tool(tree, "svc", svs["dx"][0], "-dx"))
-        got[name]["-x down"] = outcome(tool(tree, "svc", svs["x-down"][0], "-x"))
+        got[name]["-x"] = outcome(client(tree, "svc", svs["x-then-k"][0], "-x"))
+        got[name]["-dx"] = outcome(client(tree, "svc", svs["dx"][0], "-dx"))
+        got[name]["-x down"] = outcome(client(tree, "svc", svs["x-down"][0], "-x"))
     for name, (tree, svs) in lanes.items():
         sv, sup = svs["x-then-k"]
         wait_status(sv, running=True, paused=0, want=U, after=versions[name], label=f"{name} -x")
         time.sleep(0.2)
         got[name]["after -x: supervise running"] = sup.poll() is None
-        got[name]["after -x: svstat"] = outcome(tool(tree, "svstat", sv))
-        got[name]["after -x: svok"] = tool(tree, "svok", sv).returncode
+        got[name]["after -x: svstat"] = outcome(client(tree, "svstat", sv))
+        got[name]["after -x: svok"] = client(tree, "svok", sv).returncode
         for k in ("dx", "x-down"):
             got[name][f"{k}: exit code"] = svs[k][1].wait(timeout=10)
             got[name][f"{k}: status"] = decode_status(svs[k][0])
             with ok_reader(svs[k][0]):
-                got[name][f"{k}: svstat (ok held)"] = outcome(tool(tree, "svstat", svs[k][0]))
-        tool(tree, "svc", sv, "-k")
+                got[name][f"{k}: svstat (ok held)"] = outcome(client(tree, "svstat", svs[k][0]))
+        client(tree, "svc", sv, "-k")
     for name, (tree, svs) in lanes.items():
         sv, sup = svs["x-then-k"]
         got[name]["after -k: exit code"] = sup.wait(timeout=10)
         got[name]["after -k: status"] = decode_status(sv)
-        got[name]["after -k: svstat"] = outcome(tool(tree, "svstat", sv))
-        got[name]["after -k: svok"] = tool(tree, "svok", sv).returncode
+        got[name]["after -k: svstat"] = outcome(client(tree, "svstat", sv))
+        got[name]["after -k: svok"] = client(tree, "svok", sv).returncode
         with ok_reader(sv):
-            got[name]["after -k: svstat (ok held)"] = outcome(tool(tree, "svstat", sv))
+            got[name]["after -k: svstat (ok held)"] = outcome(client(tree, "svstat", sv))
     assert got["c"] == {
         "-x": (0, b"", b""), "-dx": (0, b"", b""), "-x down": (0, b"", b""),
         "after -x: supervise running": True,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (C, PY, Tree, alive, decode_status, make_service, normalize, outcome,
+from conftest import (C, PY, Tree, alive, client, decode_status, make_service, normalize,
+                      outcome,
                       require_c_reference, seconds_of, start_supervise, status_pid,
                       status_version, stopped_state, supervise_once, supervise_ready,
                       wait_status, wait_until)
@@ -22,7 +23,7 @@ U, D = ord("u"), ord("d")
 SLEEP_RUN = "#!/bin/sh\nexec sleep 1000\n"
 START_PAUSE = 1.2
 
-# (lane, client tree, supervise tree); the first lane is the baseline
+# (lane, tools tree, supervise tree); the first lane is the baseline
 LANES = (("C svc/svstat/svok -> C supervise", C, C),
          ("C svc/svstat/svok -> py supervise", C, PY),
          ("py svc/svstat/svok -> C supervise", PY, C))
@@ -33,10 +34,6 @@ def _need_c() -> None:
     require_c_reference()
 
 
-def tool(tree: Tree, program: str, service: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    cp = tree.run(program, *args, service.name, cwd=service.parent)
-    assert b"Traceback" not in cp.stdout + cp.stderr, (tree.name, program, cp.stderr)
-    return cp
 
 
 # (label, svc args, expected (running, paused, want), single status rewrite,
@@ -59,19 +56,19 @@ def test_clients_drive_the_other_supervise(tmp_path: Path, procs) -> None:
     """svc -p -c -t -d -u -o -a -o -x -k through each lane; svstat, svok, the status bytes
     and the service's stopped state after each step equal the all-C baseline."""
     lanes = {}
-    for i, (label, client, sup_tree) in enumerate(LANES):
+    for i, (label, tools, sup_tree) in enumerate(LANES):
         sv = make_service(tmp_path / f"lane{i}", "sv", SLEEP_RUN)
-        lanes[label] = (client, sv, start_supervise(procs, sup_tree, sv))
-    for label, (client, sv, sup) in lanes.items():
+        lanes[label] = (tools, sv, start_supervise(procs, sup_tree, sv))
+    for label, (tools, sv, sup) in lanes.items():
         wait_until(lambda: supervise_ready(sv) and status_pid(sv), message=f"{label}: up")
     time.sleep(START_PAUSE)
     transcripts: dict[str, list[str]] = {label: [] for label in lanes}
     seconds: dict[str, list[list[int]]] = {label: [] for label in lanes}
 
     def record(step: str, results: dict, expect_line: bytes, supervise_running: bool) -> None:
-        for label, (client, sv, sup) in lanes.items():
-            st = tool(client, "svstat", sv)
-            ok = tool(client, "svok", sv)
+        for label, (tools, sv, sup) in lanes.items():
+            st = client(tools, "svstat", sv)
+            ok = client(tools, "svok", sv)
             pid = status_pid(sv)
             status = decode_status(sv)
             stopped = stopped_state(pid, bool(status and status.paused == 1)) if pid else "-"
@@ -86,9 +83,9 @@ def test_clients_drive_the_other_supervise(tmp_path: Path, procs) -> None:
     for step, args, (running, paused, want), rewrite, new_pid, still, expect in STEPS:
         before = {label: (status_version(sv), status_pid(sv))
                   for label, (_, sv, _) in lanes.items()}
-        results = {label: tool(client, "svc", sv, *args)
-                   for label, (client, sv, _) in lanes.items()}
-        for label, (client, sv, sup) in lanes.items():
+        results = {label: client(tools, "svc", sv, *args)
+                   for label, (tools, sv, _) in lanes.items()}
+        for label, (tools, sv, sup) in lanes.items():
             if new_pid:
                 wait_until(lambda: status_pid(sv) not in (0, before[label][1]),
                            message=f"{label}: a new service pid after {step}")
@@ -143,17 +140,17 @@ def test_one_call_for_both_supervisors(tmp_path: Path, procs) -> None:
     names = ["by-c", "by-py", "nosuch"]
     got = {}
     for step, args, paused in (("pause", ["-p"], 1), ("continue", ["-c"], 0)):
-        for client in (C, PY):
+        for tools in (C, PY):
             before = {n: status_version(sv) for n, sv in svs.items()}
-            cp = client.run("svc", *args, *names, cwd=root)
+            cp = tools.run("svc", *args, *names, cwd=root)
             for n, sv in svs.items():
                 wait_status(sv, running=True, paused=paused, want=U, after=before[n],
-                            label=f"{client.name} svc {args} on {n}")
+                            label=f"{tools.name} svc {args} on {n}")
                 stopped = stopped_state(status_pid(sv), bool(paused))
-                assert stopped == bool(paused), (client.name, n, step)
-            st = client.run("svstat", *names, cwd=root)
-            got[(step, client.name)] = (outcome(cp), outcome(st))
-            # undo the pause for the other client's turn
+                assert stopped == bool(paused), (tools.name, n, step)
+            st = tools.run("svstat", *names, cwd=root)
+            got[(step, tools.name)] = (outcome(cp), outcome(st))
+            # undo the pause for the other tree's turn
             if paused:
                 for n, sv in svs.items():
                     before_c = status_version(sv)
@@ -182,10 +179,10 @@ def test_supervise_killed_leaves_service_for_either_svstat(tmp_path: Path, procs
         assert alive(status_pid(sv)), f"{name} supervise: service died with it"
     answers = {}
     for sup_name, (sv, _) in svs.items():
-        for client in (C, PY):
-            answers[(sup_name, client.name)] = (
-                outcome(tool(client, "svstat", sv)), outcome(tool(client, "svok", sv)),
-                outcome(tool(client, "svc", sv, "-u")))
+        for tools in (C, PY):
+            answers[(sup_name, tools.name)] = (
+                outcome(client(tools, "svstat", sv)), outcome(client(tools, "svok", sv)),
+                outcome(client(tools, "svc", sv, "-u")))
     expected = ((0, b"sv: supervise not running\n", b""), (100, b"", b""),
                 (0, b"", b"svc: warning: unable to control sv: supervise not running\n"))
     assert answers[("c", "c")] == expected, "C reference"

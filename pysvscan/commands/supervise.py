@@ -143,14 +143,8 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------
 
     def reap(self) -> bool:
-        """waitpid(-1, WNOHANG) until the service is found; True means leave the loop."""
-        while True:
-            try:
-                child, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return False
-            if child == 0:
-                return False
+        """Reap until the service is found, as supervise.c does; True: leave the loop."""
+        for child in execenv.reap_exited():
             if child == self.pid:
                 self.pid = 0
                 self.pid_change()
@@ -160,6 +154,7 @@ class Supervisor:
                 if self.want and self.want_up:
                     self.try_start()
                 return False
+        return False
 
     def command(self, byte: str) -> None:
         """One control byte, exactly as supervise.c's switch; unknown bytes are ignored."""

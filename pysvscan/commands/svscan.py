@@ -260,13 +260,7 @@ class Scanner:
 
     def reap(self) -> None:
         """Forget every supervise that has exited; it is started again by the next scan."""
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
+        for pid in execenv.reap_exited():
             for sv in self.services.values():
                 if sv.pid == pid:
                     sv.pid = 0
