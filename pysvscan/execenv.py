@@ -54,6 +54,19 @@ def set_disposition(sig: int, handler: int | Callable[[int, Any], None]) -> None
     _signal.signal(int(sig), handler if callable(handler) else int(handler))
 
 
+_EXEC_ENVIRONMENT: dict[bytes, bytes] | None = None
+
+
+def exec_environment() -> dict[bytes, bytes]:
+    """os.environ as a plain dict of bytes, made once: execve converts a plain dict in
+    C, where os.environ costs a walk through Python code at every restart. Call it
+    before forking (svscan does, through supervise.prepare) and children share it."""
+    global _EXEC_ENVIRONMENT
+    if _EXEC_ENVIRONMENT is None:
+        _EXEC_ENVIRONMENT = dict(os.environb)
+    return _EXEC_ENVIRONMENT
+
+
 def exec_signal_state() -> tuple[tuple[int, ...], bool]:
     """(ignored signals, whether any signal is blocked): the part of this process's
     signal state that survives execve, since exec resets caught signals by itself."""

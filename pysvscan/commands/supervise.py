@@ -56,6 +56,7 @@ class Supervisor:
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
         # what ./run must not inherit: computed here, where svscan runs this (shared)
         self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
+        execenv.exec_environment()
         self.idle.register(wakeup_r, select.POLLIN)
         self.idle.register(control, select.POLLIN)
         self.pausing.register(wakeup_r, select.POLLIN)
@@ -107,17 +108,27 @@ class Supervisor:
 
     # -- the service -------------------------------------------------------------
 
-    def try_start(self) -> None:
-        """Fork and exec ./run, then pause a second whatever happens meanwhile."""
+    def try_start(self, after_death: bool = False) -> None:
+        """Fork and exec ./run, then pause a second whatever happens meanwhile.
+
+        `after_death`: the service has just been reaped. supervise.c first records
+        that (pid 0, new timestamp) and then forks; here the record is written right
+        after the fork instead, the same two status writes in the same order, so
+        that a restart does not wait for a file creation and a rename.
+        """
         try:
             child = os.fork()
         except OSError as e:
+            if after_death:
+                self.record_death()
             errors.warn(PROG, f"unable to fork for {self.dir}, sleeping 60 seconds: ", e)
             self.deep_sleep(FORK_FAILURE_PAUSE)
             self.retry_start = self.woken = True
             return
         if child == 0:
             exec_run(self.dir, self.exec_ignored, self.exec_blocked)
+        if after_death:
+            self.record_death()
         self.paused = False
         self.pid = child
         self.pid_change()
@@ -146,15 +157,17 @@ class Supervisor:
         """Reap until the service is found, as supervise.c does; True: leave the loop."""
         for child in execenv.reap_exited():
             if child == self.pid:
-                self.pid = 0
-                self.pid_change()
-                self.announce()
-                if self.exiting:
-                    return True
-                if self.want and self.want_up:
-                    self.try_start()
-                return False
+                if not self.exiting and self.want and self.want_up:
+                    self.try_start(after_death=True)
+                    return False
+                self.record_death()
+                return self.exiting
         return False
+
+    def record_death(self) -> None:
+        self.pid = 0
+        self.pid_change()
+        self.announce()
 
     def command(self, byte: str) -> None:
         """One control byte, exactly as supervise.c's switch; unknown bytes are ignored."""
@@ -220,14 +233,16 @@ def _ignore(signum: int, frame: object) -> None:
 
 
 def drain(fd: int) -> bool:
-    """Empty a non-blocking wake-up pipe; True if anything was in it."""
+    """Empty a non-blocking wake-up pipe; True if anything was in it. A short read
+    means it is empty: no exception raised on the restart path."""
     got = False
     while True:
         try:
-            if not os.read(fd, 4096):
-                return got
-            got = True
+            data = os.read(fd, 4096)
         except BlockingIOError:
+            return got
+        got = got or bool(data)
+        if len(data) < 4096:
             return got
 
 
@@ -239,7 +254,7 @@ def exec_run(dir: str, ignored: tuple[int, ...], blocked: bool) -> NoReturn:
     """
     try:
         execenv.clean_exec_signals(ignored, blocked)
-        os.execve("./run", ["./run"], os.environ)
+        os.execve("./run", ["./run"], execenv.exec_environment())
     except OSError as e:
         errors.fatal(PROG, f"unable to start {dir}/run: ", e)
     finally:  # whatever happens, this child never returns into supervise's loop
