@@ -1,4 +1,4 @@
-"""Running child programs: daemontools' PATH search and a clean slate before exec."""
+"""Child processes: daemontools' PATH search, a clean slate before exec, reaping."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 
 import _signal  # the C module under `signal`: see set_disposition
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
@@ -78,26 +79,11 @@ def exec_signal_state() -> tuple[tuple[int, ...], bool]:
 def clean_exec_signals(ignored: tuple[int, ...], blocked: bool) -> None:
     """Just before execve: undo what exec keeps, from exec_signal_state() computed
     earlier, so the new program starts with every signal at its default and none
-    blocked. Cheaper than reset_signals() in a restart's critical path."""
+    blocked: only what execve would keep, off a restart's critical path."""
     for sig in ignored:
         _signal.signal(sig, _signal.SIG_DFL)
     if blocked:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
-
-
-def reset_signals() -> None:
-    """Every disposition back to default and an empty mask, so children start clean:
-    undo what Python (SIGPIPE, SIGXFSZ, SIGINT), this process's loop and its parent
-    installed. For a child that is not going to exec, where handlers stay too."""
-    signal.set_wakeup_fd(-1)
-    for sig in _signal.valid_signals():
-        if sig in _UNCATCHABLE:
-            continue
-        try:
-            _signal.signal(sig, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-    _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
 def reap_exited() -> Iterator[int]:
@@ -125,12 +111,6 @@ def ranges_to_close(first: int, keep: frozenset[int] = frozenset()) -> list[tupl
         start = fd + 1
     ranges.append((start, _max_fd()))
     return ranges
-
-
-def close_fds_from(first: int, keep: frozenset[int] = frozenset()) -> None:
-    """Close every descriptor >= first except `keep`."""
-    for low, high in ranges_to_close(first, keep):
-        os.closerange(low, high)
 
 
 def _max_fd() -> int:

@@ -16,8 +16,3 @@ def open_lockfile(path: str) -> int:
 def lock_exnb(fd: int) -> None:
     """Exclusive lock or OSError(EAGAIN) at once."""
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def lock_ex(fd: int) -> None:
-    """Exclusive lock, waiting for it."""
-    fcntl.flock(fd, fcntl.LOCK_EX)
