@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from pysvscan.execenv import reap_exited
+
 ROOT = Path(__file__).resolve().parent.parent
 PATH_ENV = "/usr/bin:/bin"  # the C svscan execs `supervise` through PATH: the C one
 TAI_OFFSET = 4611686018427387914  # 2^62 + 10: TAI64 label of the Unix epoch
@@ -312,10 +314,5 @@ def kill_group(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 def reap_orphans() -> None:
     """Reap whatever came back to us as subreaper (only called between benchmarks)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    for _ in reap_exited():
+        pass
