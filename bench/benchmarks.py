@@ -270,7 +270,7 @@ def term_restart(service: Path) -> float:
         os.write(fd, b"t")
     finally:
         os.close(fd)
-    while (pid := status_pid(service)) in (0, old):
+    while status_pid(service) in (0, old):
         if time.perf_counter() > deadline:
             raise TimeoutError(f"{service}: no new pid 10 s after svc -t")
         time.sleep(POLL_PAUSE)

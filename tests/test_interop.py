@@ -7,13 +7,12 @@ runs alongside as the baseline lane; pids and seconds are masked.
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (C, PY, Tree, alive, client, decode_status, make_service, normalize,
+from conftest import (C, PY, alive, client, decode_status, make_service, normalize,
                       outcome,
                       require_c_reference, seconds_of, start_supervise, status_pid,
                       status_version, stopped_state, supervise_once, supervise_ready,

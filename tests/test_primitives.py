@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import C, is_c_program, write_script
-from pysvscan import errors, execenv, fifo, lock, proctitle, sgetopt, status, tai64
+from pysvscan import errors, fifo, lock, sgetopt, status, tai64
 from pysvscan.status import Status
 
 

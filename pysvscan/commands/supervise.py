@@ -11,9 +11,10 @@ import errno
 import os
 import select
 import signal
+import time
 
 import _signal  # see execenv.set_disposition
-import time
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn

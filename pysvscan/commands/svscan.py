@@ -9,15 +9,15 @@ standalone program, sharing svscan's memory copy-on-write.
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import resource
 import select
 import signal
+import time
 
 import _signal  # in forked children: see execenv.set_disposition
-import time
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn
