@@ -40,13 +40,13 @@ def _wake(signum: int, frame: object) -> None:
 
 
 class Service:
-    """One service directory, known by (device, inode); `name` is its latest name."""
+    """One service directory, known by (device, inode); `name` is its latest name.
+    A service has a log/ exactly when it has a pipe (read end, write end)."""
 
-    __slots__ = ("name", "has_log", "pipe", "pid", "log_pid", "active")
+    __slots__ = ("name", "pipe", "pid", "log_pid", "active")
 
-    def __init__(self, name: str, has_log: bool) -> None:
-        self.name, self.has_log = name, has_log
-        self.pipe: tuple[int, int] | None = None
+    def __init__(self, name: str, pipe: tuple[int, int] | None) -> None:
+        self.name, self.pipe = name, pipe
         self.pid = self.log_pid = 0
         self.active = True
 
@@ -54,14 +54,14 @@ class Service:
 class Launch:
     """One supervise, prepared in svscan and ready to fork (see Scanner.launch)."""
 
-    __slots__ = ("service", "is_log", "label", "path", "supervisor", "stdin", "stdout",
-                 "image", "close_ranges")
+    __slots__ = ("service", "is_log", "label", "supervisor", "stdin", "stdout", "image",
+                 "close_ranges")
 
     def __init__(self, service: Service, is_log: bool) -> None:
         self.service, self.is_log = service, is_log
         pipe = service.pipe
+        # the name in messages, and the child's working directory from the scan directory
         self.label = f"{service.name}/log" if is_log else service.name
-        self.path = self.label  # the child's working directory, from the scan directory
         self.stdin = pipe[0] if is_log and pipe else None
         self.stdout = pipe[1] if pipe and not is_log else None
         self.supervisor: supervise.Supervisor | None = None
@@ -78,7 +78,6 @@ class Scanner:
         self.title = title
         self.inherited = inherited
         self.nofile = nofile  # the soft limit children get back, if svscan raised it
-        self.stopping = False
         self.here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
 
     # -- starting supervise ------------------------------------------------------
@@ -88,7 +87,7 @@ class Scanner:
         todo = []
         if not sv.pid:
             todo.append(Launch(sv, False))
-        if sv.has_log and sv.pipe and not sv.log_pid:
+        if sv.pipe and not sv.log_pid:
             todo.append(Launch(sv, True))
         return todo
 
@@ -184,9 +183,9 @@ class Scanner:
             errors.warn(PROG, f"unable to set up descriptors for {job.label}: ", e)
             return errors.EXIT_TEMPORARY
         try:
-            os.chdir(job.path)
-        except OSError as e:
-            errors.warn(PROG, f"unable to switch to {job.path}: ", e)
+            os.chdir(job.label)
+        except OSError as e:  # in the C, the log's child fails to chdir to NAME
+            errors.warn(PROG, f"unable to switch to {job.service.name}: ", e)
             return errors.EXIT_TEMPORARY
         if self.title:
             try:  # computed by svscan before the fork: only the writes happen here
@@ -201,24 +200,20 @@ class Scanner:
 
     def new_service(self, name: str) -> Service | None:
         """First sight of a directory: look for log/ now and only now (0.76 semantics)."""
-        has_log = False
-        if len(os.fsencode(name)) <= 255:
-            try:
-                os.stat(f"{name}/log")
-                has_log = True
-            except FileNotFoundError:
-                pass
-            except OSError as e:
-                errors.warn(PROG, f"unable to stat {name}/log: ", e)
-                return None
-        sv = Service(name, has_log)
-        if has_log:
-            try:
-                sv.pipe = os.pipe2(os.O_CLOEXEC)
-            except OSError as e:
-                errors.warn(PROG, f"unable to create pipe for {name}: ", e)
-                return None
-        return sv
+        if len(os.fsencode(name)) > 255:
+            return Service(name, None)
+        try:
+            os.stat(f"{name}/log")
+        except FileNotFoundError:
+            return Service(name, None)
+        except OSError as e:
+            errors.warn(PROG, f"unable to stat {name}/log: ", e)
+            return None
+        try:
+            return Service(name, os.pipe2(os.O_CLOEXEC))
+        except OSError as e:
+            errors.warn(PROG, f"unable to create pipe for {name}: ", e)
+            return None
 
     def scan(self) -> None:
         for sv in self.services.values():
@@ -319,7 +314,6 @@ class Scanner:
 
     def shutdown(self, wakeup: int) -> None:
         """Services down (svc -dx), then loggers drain their pipes to EOF and exit."""
-        self.stopping = True
         mains = {sv.pid: sv.name for sv in self.services.values() if sv.pid}
         self.stop_group(set(mains), mains, b"dx", STOP_BUDGET, wakeup)
         logs = {sv.log_pid: f"{sv.name}/log" for sv in self.services.values() if sv.log_pid}
