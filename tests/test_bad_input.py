@@ -532,3 +532,41 @@ def test_svc_bad_input_next_to_running_service(tmp_path: Path, procs) -> None:
                  b"svc: warning: unable to chdir to -: file does not exist\n"),
     ], "C reference"
     assert got["py"] == got["c"]
+
+
+def test_a_restart_writes_the_new_pid_only(tmp_path: Path, procs) -> None:
+    """A deliberate departure, pinned on both sides (README, differences from 0.76):
+    when a service dies and is restarted at once, the C writes a pid-0 record and then
+    the new pid; pysvscan writes only the new pid. With status.new a directory every
+    status write warns once: three at start-up (start-up, first start, main loop), then
+    per restart two for the C and one for pysvscan. The counts are read in the quiet
+    part of the 1-second pause after a start."""
+    run = "#!/bin/sh\necho x >> starts\nexec sleep 0.3\n"  # dies within the pause
+    lanes = {}
+    for tree in TREES:
+        sv = make_service(tmp_path / tree.name, "sv", run)
+        (sv / "supervise" / "status.new").mkdir(parents=True)
+        err = tmp_path / f"{tree.name}.err"
+        lanes[tree.name] = (sv, err, start_supervise(procs, tree, sv, stderr_file=err))
+
+    def quiet_count(sv: Path, err: Path) -> tuple[int, int] | None:
+        """(starts, warnings) once 4+ starts happened and the last one is 0.35-0.8 s old."""
+        starts = sv / "starts"
+        try:
+            age = time.time() - starts.stat().st_mtime
+            n = len(starts.read_bytes().splitlines())
+        except OSError:
+            return None
+        if n < 4 or not 0.35 <= age <= 0.8:
+            return None
+        return n, len(lines_of(err))
+
+    got = {name: wait_until(lambda: quiet_count(sv, err), timeout=15, interval=0.05,
+                            message=f"{name}: four starts")
+           for name, (sv, err, _) in lanes.items()}
+    n, warnings = got["c"]
+    assert warnings == 2 * n + 1, f"C reference: {n} starts, {warnings} warnings"
+    n, warnings = got["py"]
+    assert warnings == n + 2, f"pysvscan: {n} starts, {warnings} warnings"
+    for sv, err, sup in lanes.values():
+        assert sup.poll() is None and b"Traceback" not in err.read_bytes()

@@ -112,10 +112,11 @@ class Supervisor:
     def try_start(self, after_death: bool = False) -> None:
         """Fork and exec ./run, then pause a second whatever happens meanwhile.
 
-        `after_death`: the service has just been reaped. supervise.c first records
-        that (pid 0, new timestamp) and then forks; here the record is written right
-        after the fork instead, the same two status writes in the same order, so
-        that a restart does not wait for a file creation and a rename.
+        `after_death`: the service has just been reaped and is restarted at once.
+        supervise.c records the death (pid 0, new timestamp) and then the new pid a
+        fork later; here only the new pid is recorded, after the fork, so that neither
+        the new ./run nor the new pid in the status waits for an extra file creation
+        and rename. The death is still recorded if the fork fails.
         """
         try:
             child = os.fork()
@@ -128,8 +129,6 @@ class Supervisor:
             return
         if child == 0:
             exec_run(self.dir, self.exec_ignored, self.exec_blocked)
-        if after_death:
-            self.record_death()
         self.paused = False
         self.pid = child
         self.pid_change()
