@@ -6,11 +6,11 @@ import errno
 import os
 import signal
 
-import _signal  # the C module under `signal`: see set_disposition
+import _signal  # the C module under `signal`, without its IntEnum wrapping (see below)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
-    from typing import Any, Callable, Iterator, Mapping, NoReturn, Sequence
+    from typing import Iterator, Mapping, NoReturn, Sequence
 
 DEFAULT_PATH = "/bin:/usr/bin"
 _KEEP_SEARCHING = (errno.EACCES, errno.EPERM, errno.EISDIR)
@@ -45,14 +45,10 @@ def exec_with_path(name: str, argv: Sequence[str], env: Mapping[str, str] | None
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
 
 
-def set_disposition(sig: int, handler: int | Callable[[int, Any], None]) -> None:
-    """signal.signal without its IntEnum wrapping of the old handler.
-
-    A supervise forked from svscan shares svscan's memory copy-on-write, and the enum
-    machinery that `signal.signal` runs to convert its return value touches enough
-    objects to cost each child about 30 copied pages. The C function wants plain ints.
-    """
-    _signal.signal(int(sig), handler if callable(handler) else int(handler))
+def wakeup_handler(signum: int, frame: object) -> None:
+    """The handler of svscan's and supervise's loops: the byte set_wakeup_fd writes
+    is all they need. One module function, so that a forked child replacing svscan's
+    handler frees nothing (no copied pages)."""
 
 
 _EXEC_ENVIRONMENT: dict[bytes, bytes] | None = None
@@ -70,7 +66,12 @@ def exec_environment() -> dict[bytes, bytes]:
 
 def exec_signal_state() -> tuple[tuple[int, ...], bool]:
     """(ignored signals, whether any signal is blocked): the part of this process's
-    signal state that survives execve, since exec resets caught signals by itself."""
+    signal state that survives execve, since exec resets caught signals by itself.
+
+    `_signal` rather than `signal` here and in children forked from svscan: the enum
+    machinery `signal` runs on each result touches enough shared objects to copy some
+    30 pages into every child.
+    """
     ignored = tuple(sig for sig in _signal.valid_signals()
                     if sig not in _UNCATCHABLE and _signal.getsignal(sig) == _signal.SIG_IGN)
     return ignored, bool(_signal.pthread_sigmask(_signal.SIG_BLOCK, ()))

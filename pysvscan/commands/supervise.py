@@ -13,7 +13,7 @@ import select
 import signal
 import time
 
-import _signal  # see execenv.set_disposition
+import _signal  # not `signal`: see execenv.exec_signal_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
@@ -65,7 +65,7 @@ class Supervisor:
     def arm(self) -> None:
         """Step 3, in the process that supervises: SIGCHLD wakes the loop."""
         signal.set_wakeup_fd(self.fds[1], warn_on_full_buffer=False)
-        _signal.signal(_SIGCHLD, _ignore)
+        _signal.signal(_SIGCHLD, execenv.wakeup_handler)
 
     def serve(self) -> int:
         """Steps 11-12: start the service if wanted, loop until `x`, exit 0."""
@@ -226,10 +226,6 @@ class Supervisor:
             if self.reap():
                 return
             self.command(self.read_command())
-
-
-def _ignore(signum: int, frame: object) -> None:
-    """The SIGCHLD handler: its only job is the byte set_wakeup_fd writes."""
 
 
 def drain(fd: int) -> bool:

@@ -16,7 +16,7 @@ import select
 import signal
 import time
 
-import _signal  # in forked children: see execenv.set_disposition
+import _signal  # in forked children, not `signal`: see execenv.exec_signal_state
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
@@ -33,10 +33,6 @@ KILL_GRACE = 5.0        # after `k`, a supervise that still lingers is SIGKILLed
 _CAUGHT = (signal.SIGCHLD, signal.SIGALRM, signal.SIGHUP, signal.SIGTERM)
 _CAUGHT_NUMBERS = tuple(int(sig) for sig in _CAUGHT)
 
-
-def _wake(signum: int, frame: object) -> None:
-    """svscan's handler: the byte set_wakeup_fd writes is all the loop needs. A module
-    function, so that a child replacing it frees nothing (no copied pages)."""
 
 
 class Service:
@@ -169,7 +165,7 @@ class Scanner:
     def become_supervise(self, job: Launch) -> int:
         """In the child: what exec would have given a fresh supervise, then its loop."""
         for sig in _CAUGHT_NUMBERS:  # svscan's wake-up handlers, gone; supervise arms its own
-            _signal.signal(sig, 0)
+            _signal.signal(sig, _signal.SIG_DFL)
         try:
             if job.stdin is not None:
                 os.dup2(job.stdin, 0)
@@ -376,7 +372,7 @@ def main(argv: list[str]) -> int:
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
     for sig in _CAUGHT:
-        execenv.set_disposition(sig, _wake)
+        signal.signal(sig, execenv.wakeup_handler)
     poller = select.poll()
     poller.register(wakeup_r, select.POLLIN)
     while True:
