@@ -706,6 +706,25 @@ def test_c_svscan_dies_on_sighup_and_sigalrm(c_tree: Tree, procs: Processes,
 
 # -- B. pysvscan's departures (architecture.md §2.5) ----------------------------------------
 
+def test_supervise_under_svscan_catches_only_sigchld_and_dies_on_term(
+        py_tree: Tree, c_tree: Tree, procs: Processes, tmp_path: Path) -> None:
+    """A supervise that svscan forked catches SIGCHLD only, as the C one that svscan
+    exec'd (§2: SigCgt = SIGCHLD), so SIGTERM kills it and leaves its service running
+    (§21.6 keeps that): none of svscan's own handlers may survive the fork."""
+    scans = start_pair(py_tree, c_tree, procs, tmp_path,
+                       lambda root: make_service(root / "service", "a", SLEEP))
+    wait_all(scans, lambda s: s.with_args("supervise a") and status_pid(s.scan / "a"),
+             15, "supervise a and its service")
+    chld = 1 << (signal.SIGCHLD - 1)
+    for s in scans:
+        (sup,), service = s.with_args("supervise a"), status_pid(s.scan / "a")
+        assert int(proc_status_field(sup, "SigCgt"), 16) == chld, s.label
+        os.kill(sup, signal.SIGTERM)
+        wait_until(lambda: not alive(sup), 5, message=f"{s.label}: supervise dies on TERM")
+        assert alive(service), f"{s.label}: the service went with its supervise"
+        os.kill(service, signal.SIGKILL)  # orphaned now; svscan would start a second copy
+
+
 def start_one(tree: Tree, procs: Processes, root: Path, build: Callable[[Path], None],
              env: dict | None = None) -> Svscan:
     root.mkdir(exist_ok=True)
