@@ -119,7 +119,9 @@ def errtext(err: int | OSError | None) -> str:
 
 
 def write_line(text: str) -> None:
-    """One diagnostic line to fd 2 in a single write(); a closed stderr is not fatal."""
+    """One diagnostic line to fd 2 in a single write(); a closed stderr is not fatal.
+    Encoded as argv and file names are decoded, so an undecodable byte of theirs
+    (surrogate-escaped) goes out as the raw byte it was."""
     data = os.fsencode(text + "\n")
     try:
         while data:
@@ -156,7 +158,8 @@ def run_main(prog: str, main: Callable[[list[str]], int]) -> NoReturn:
         detail = errtext(e) if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
         code = fatal(prog, f"internal error: {detail}")
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:  # None when the program was started with fd 1 closed
+            sys.stdout.flush()
     except (OSError, ValueError):
         pass
     os._exit(code)

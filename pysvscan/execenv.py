@@ -1,12 +1,18 @@
-"""Child processes: daemontools' PATH search, a clean slate before exec, reaping."""
+"""Child processes: daemontools' PATH search, environment edits, a clean slate before
+exec, reaping.
+
+No `import signal` here: it builds IntEnums at import (some 2 ms of every classic
+program's start-up); `_signal`, the C module under it, makes the same calls on ints.
+"""
 
 from __future__ import annotations
 
 import errno
 import os
-import signal
 
 import _signal  # the C module under `signal`, without its IntEnum wrapping (see below)
+
+from . import errors
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
@@ -14,26 +20,46 @@ if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spar
 
 DEFAULT_PATH = "/bin:/usr/bin"
 _KEEP_SEARCHING = (errno.EACCES, errno.EPERM, errno.EISDIR)
-_UNCATCHABLE = (signal.SIGKILL, signal.SIGSTOP)
+_UNCATCHABLE = (_signal.SIGKILL, _signal.SIGSTOP)
 
 
-def exec_with_path(name: str, argv: Sequence[str], env: Mapping[str, str] | None = None,
+def exec_child(prog: str, child: Sequence[str],
+               env: Mapping[bytes, bytes] | Mapping[str, str] | None = None) -> int:
+    """The last step of the programs that end by running CHILD [ARG...]: exec it by
+    exec_with_path(), or say `PROG: fatal: unable to run CHILD: ERR` and return 111
+    (daemontools.md §1.4). Returns only on failure."""
+    try:
+        exec_with_path(child[0], child, env)
+    except OSError as e:
+        return errors.fatal(prog, f"unable to run {child[0]}: ", e)
+
+
+def exec_with_path(name: str, argv: Sequence[str],
+                   env: Mapping[bytes, bytes] | Mapping[str, str] | None = None,
                    path: str | None = None) -> NoReturn:
     """pathexec_run: raise the OSError the C code would report if nothing could be run.
 
     `path` is the *caller's* PATH (envdir searches its own, not the child's); an empty
     element means the current directory; there is no /bin/sh fallback for ENOEXEC.
+    argv[0] is `name`, as for every caller.
     """
     environ = os.environ if env is None else env
+    argv = list(argv)
+    if not name:
+        # Python refuses an empty argv[0] before calling execve, where the C fails in the
+        # kernel. An empty name only makes candidates ending in `/`, which no execve can
+        # run, so a stand-in argv[0] gets exactly the C's error (`access denied` on a
+        # normal PATH) and is never seen by any program.
+        argv[0:1] = ["-"]
     if "/" in name:
-        os.execve(name, list(argv), environ)
+        os.execve(name, argv, environ)
     if path is None:
         path = os.environ.get("PATH", DEFAULT_PATH)
     saved: OSError | None = None
     for element in path.split(":"):
         candidate = f"{element or '.'}/{name}"
         try:
-            os.execve(candidate, list(argv), environ)
+            os.execve(candidate, argv, environ)
         except OSError as e:
             if e.errno == errno.ENOENT:
                 continue
@@ -43,6 +69,36 @@ def exec_with_path(name: str, argv: Sequence[str], env: Mapping[str, str] | None
     if saved is not None:
         raise saved
     raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), name)
+
+
+def edited_environment(edits: list[bytes]) -> dict[bytes, bytes]:
+    """pathexec()'s environment (daemontools.md §1.5), in the order the C passes it on.
+
+    Each edit names the variable up to its first `=` (so envdir's file `E=F` edits `E`).
+    The first entry of that name is removed by moving the *last* entry into its slot, as
+    the C does; then the edit itself is appended if it contains a `=`.
+    """
+    entries = [name + b"=" + value for name, value in os.environb.items()]
+    for edit in edits:
+        name, sep, _ = edit.partition(b"=")
+        prefix = name + b"="
+        for i, entry in enumerate(entries):
+            if entry.startswith(prefix):
+                last = entries.pop()
+                if i < len(entries):
+                    entries[i] = last
+                break
+        if sep:
+            entries.append(edit)
+    # execve() wants key and value; the key is split off at the first `=` after the
+    # first byte, as Python reads environ. The one entry it cannot pass (a lone `=x`,
+    # from an empty file named `=x`) is dropped.
+    env: dict[bytes, bytes] = {}
+    for entry in entries:
+        split = entry.find(b"=", 1)
+        if split > 0:
+            env[entry[:split]] = entry[split + 1:]
+    return env
 
 
 def wakeup_handler(signum: int, frame: object) -> None:
@@ -158,10 +214,10 @@ def undo_python_changes() -> None:
     CPython's locale coercion (PEP 538) may add LC_CTYPE to the environment.
     The environment as exec'd is still in /proc/self/environ: make os.environ equal it.
     """
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_DFL)
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     reset_libc_internal_signals()
     try:
         with open("/proc/self/environ", "rb") as f:

@@ -192,6 +192,38 @@ def test_lock_excludes_another_process_and_the_c_setlock(tmp_path: Path) -> None
     assert os.stat(path).st_size == 0
 
 
+def test_lock_descriptors_are_close_on_exec_unless_inheritable(tmp_path: Path) -> None:
+    internal = lock.open_lockfile(str(tmp_path / "a"))
+    inherited = lock.open_lockfile(str(tmp_path / "b"), inheritable=True)
+    try:
+        assert not os.get_inheritable(internal) and os.get_inheritable(inherited)
+        for fd in (internal, inherited):
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            assert flags & (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK) == (
+                os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+        lock.lock_ex(inherited)
+        lock.lock_ex(inherited)  # a lock already held by this descriptor: no wait
+    finally:
+        os.close(internal)
+        os.close(inherited)
+
+
+def test_lock_ex_waits_for_the_holder(tmp_path: Path) -> None:
+    path = str(tmp_path / "lock")
+    fd = lock.open_lockfile(path)
+    lock.lock_exnb(fd)
+    waiter = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        from pysvscan import lock
+        lock.lock_ex(lock.open_lockfile({path!r}))
+    """)])
+    try:
+        with pytest.raises(subprocess.TimeoutExpired):
+            waiter.wait(timeout=0.3)  # the one deliberate pause: it must still be blocked
+    finally:
+        os.close(fd)
+    assert waiter.wait(timeout=10) == 0
+
+
 # -- sgetopt -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("argv, options, args", [
@@ -200,6 +232,9 @@ def test_lock_excludes_another_process_and_the_c_setlock(tmp_path: Path) -> None
     (["svc", "-u", "-", "-d"], [("u", None)], ["-", "-d"]),
     (["svc", "a", "-d"], [], ["a", "-d"]),
     (["x", "-o10", "-o", "20", "f"], [("o", "10"), ("o", "20")], ["f"]),
+    (["svc", "-u", "--d", "-x"], [("u", None)], ["-x"]),  # any `--...` word is `--`
+    (["svc", "-o", "--", "a"], [("o", "--")], ["a"]),  # an option's argument is any word
+    (["svc", "-o", "", "-d", ""], [("o", ""), ("d", None)], [""]),
 ])
 def test_sgetopt_parses_like_djb_getopt(argv: list[str], options: list[tuple[str, str | None]],
                                         args: list[str]) -> None:
@@ -214,6 +249,27 @@ def test_sgetopt_complains_with_the_name_it_was_run_as(capfd: pytest.CaptureFixt
         sgetopt.parse(["setlock", "-o"], "o:")
     assert capfd.readouterr().err == ("svc: illegal option -- z\n"
                                       "setlock: option requires an argument -- o\n")
+
+
+def test_sgetopt_complains_with_one_byte_of_a_letter(capfdbinary: pytest.CaptureFixture[bytes]
+                                                     ) -> None:
+    """The C prints one byte: the first of a multi-byte character's encoding."""
+    for argv in (["svc", "-d\u00e9"], ["svc", "-" + os.fsdecode(b"\xff\xfe")], ["svc", "-:"]):
+        with pytest.raises(sgetopt.OptionError):
+            sgetopt.parse(argv, "d")
+    assert capfdbinary.readouterr().err == (b"svc: illegal option -- \xc3\n"
+                                            b"svc: illegal option -- \xff\n"
+                                            b"svc: illegal option -- :\n")
+
+
+def test_sgetopt_options_come_as_they_are_read(capfd: pytest.CaptureFixture[str]) -> None:
+    """Options yields each option before looking at the next, so a caller can stop at a
+    bad argument before a later bad option is complained about; `args` comes last."""
+    options = sgetopt.Options(["softlimit", "-m", "x", "-z", "true"], "m:")
+    assert next(iter(options)) == ("m", "x")
+    assert capfd.readouterr().err == ""
+    options = sgetopt.Options(["softlimit", "-m5", "-c", "=", "true", "-m"], "c:m:")
+    assert list(options) == [("m", "5"), ("c", "=")] and options.args == ["true", "-m"]
 
 
 # -- exec with daemontools' PATH rules -------------------------------------------------
@@ -251,6 +307,13 @@ def test_pathexec_stops_at_enoexec_and_has_no_shell_fallback(tmp_path: Path) -> 
     write_script(tmp_path / "b" / "prog", "#!/bin/sh\necho from-b\n")
     r = exec_probe(tmp_path, "prog", f"{tmp_path}/a:{tmp_path}/b")
     assert r.stdout == b"exec format error\n" and r.returncode == 111
+
+
+def test_pathexec_empty_name_fails_in_the_kernel_as_in_c(tmp_path: Path) -> None:
+    """Python refuses an empty argv[0] (ValueError); the C's execve fails on `DIR/`."""
+    assert exec_probe(tmp_path, "", "/bin:/usr/bin").stdout == b"access denied\n"
+    assert exec_probe(tmp_path, "", "/nonexistent").stdout == b"file does not exist\n"
+    assert exec_probe(tmp_path, "", "/bin/sh:/bin").stdout == b"not a directory\n"
 
 
 def test_pathexec_empty_element_is_cwd_and_slash_skips_search(tmp_path: Path) -> None:
