@@ -95,3 +95,15 @@ def make_room(needed: int, argv: list[str]) -> None:
         os.execve(argv[0], argv, env)
     except (OSError, ValueError, IndexError):
         pass  # titles are cut, nothing else changes
+
+
+def last_argument(mem: int) -> tuple[int, bytes]:
+    """(address, bytes) of the last string in this process's argv memory, read through
+    `mem`, a descriptor on /proc/self/mem: what /proc/PID/cmdline and `ps` show as the
+    last word, and so readproctitle's display area. Rewriting it in place, without its
+    terminating NUL, keeps every argument boundary where the kernel put it."""
+    arg_start, arg_end, _, _ = _areas()
+    area = os.pread(mem, arg_end - arg_start, arg_start)
+    end = len(area) - 1 if area.endswith(b"\0") else len(area)
+    start = area.rfind(b"\0", 0, end) + 1
+    return arg_start + start, area[start:end]

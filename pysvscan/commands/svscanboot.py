@@ -1,0 +1,147 @@
+"""svscanboot [DIR]: svscan DIR for hosts without systemd, its output shown by readproctitle.
+
+daemontools.md §7: 0.76's /bin/sh script as Debian builds it, with one departure asked
+for: DIR is honoured (default /etc/service), where Debian's build ignores its
+arguments. svc, svscan and readproctitle are pysvscan's, from the directory this
+program really lives in, never whatever PATH would find first (the C ones in /usr/bin
+on a machine that has both).
+
+Like the shell, this process stays the parent of the pipeline and ends with
+readproctitle's status once both ends are gone (for as long as any supervise or
+service holds the pipe, see §7).
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
+    from typing import Callable, Mapping, NoReturn
+
+from .. import errors, execenv
+
+PROG = "svscanboot"
+DEFAULT_DIR = "/etc/service"
+# The script's first line; Debian's build keeps /command first too.
+PATH = "/command:/usr/local/bin:/usr/local/sbin:/bin:/sbin:/usr/bin:/usr/sbin:/usr/X11R6/bin"
+DISPLAY = ("service", "errors:", "." * 400)
+
+
+def main(argv: list[str]) -> int:
+    """Further arguments are ignored, as the script ignores them."""
+    dir = argv[1] if len(argv) > 1 else DEFAULT_DIR
+    boot = choose_boot(os.environ)
+    return boot(dir, programs_dir(argv[0]))
+
+
+def choose_boot(environ: Mapping[str, str]) -> Callable[[str, str], int]:
+    """How to start svscan.
+
+    systemd.md §4.2 adds a systemd mode, taken when NOTIFY_SOCKET or JOURNAL_STREAM is
+    in `environ`: exec svscan (no readproctitle pipeline, no fork, no leftover
+    `svc -dx`) with PATH plus the protocol variables. That mode is its own issue and
+    does not exist yet, so every start is the classic pipeline.
+    """
+    return classic_boot
+
+
+def classic_boot(dir: str, bindir: str) -> int:
+    """daemontools.md §7, steps 2-4 in order (step 1 is PATH above)."""
+    try:
+        to_dev_null()
+    except OSError as e:
+        return errors.fatal(PROG, "unable to open /dev/null: ", e)
+    shell_env = dict(os.environb)
+    shell_env[b"PATH"] = os.fsencode(PATH)
+    clean_env = {b"PATH": os.fsencode(PATH)}
+    try:
+        wait_for({spawn(f"{bindir}/svc", ["svc", "-dx", *leftovers(dir)], shell_env)})
+    except OSError as e:
+        return errors.fatal(PROG, "unable to fork: ", e)
+    try:
+        read_end, write_end = os.pipe()
+    except OSError as e:
+        return errors.fatal(PROG, "unable to create pipe: ", e)
+    try:
+        scanner = spawn(f"{bindir}/svscan", ["svscan", dir], clean_env,
+                        stdout=write_end, stderr=write_end)
+        display = spawn(f"{bindir}/readproctitle", ["readproctitle", *DISPLAY], clean_env,
+                        stdin=read_end)
+    except OSError as e:
+        return errors.fatal(PROG, "unable to fork: ", e)
+    # readproctitle sees end of input only when no process holds the write end.
+    os.close(read_end)
+    os.close(write_end)
+    return wait_for({scanner, display}).get(display, errors.EXIT_TEMPORARY)
+
+
+def programs_dir(argv0: str) -> str:
+    """The directory this program's file is in, symlinks resolved: where its sibling
+    programs are installed (the venv's bin, or /usr/bin in a package)."""
+    return os.path.dirname(os.path.realpath(argv0))
+
+
+def to_dev_null() -> None:
+    """stdin, stdout and stderr from and to /dev/null, as the script's `exec` lines."""
+    fd = os.open("/dev/null", os.O_RDWR)
+    for target in (0, 1, 2):
+        if fd != target:
+            os.dup2(fd, target)
+    if fd > 2:
+        os.close(fd)
+
+
+def leftovers(dir: str) -> list[bytes]:
+    """What dash makes of `DIR/* DIR/*/log`: names not starting with `.`, in byte order,
+    a `log` kept if lstat finds it, and a pattern that matches nothing passed as is."""
+    base = os.fsencode(dir)
+    try:
+        names = sorted(n for n in os.listdir(base) if not n.startswith(b"."))
+    except OSError:
+        names = []
+    services = [base + b"/" + n for n in names]
+    logs = [s + b"/log" for s in services if os.path.lexists(s + b"/log")]
+    return (services or [base + b"/*"]) + (logs or [base + b"/*/log"])
+
+
+def spawn(path: str, argv: list[str | bytes], env: Mapping[bytes, bytes], *,
+          stdin: int | None = None, stdout: int | None = None,
+          stderr: int | None = None) -> int:
+    """fork and exec `path`, with the given descriptors moved onto 0, 1 and 2; every
+    other inherited descriptor is passed on, as the shell does. An exec failure is
+    reported on the child's stderr (for svscan: the pipe, so `ps` shows it)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    code = errors.EXIT_TEMPORARY
+    try:
+        for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+            if fd is not None:
+                os.dup2(fd, target)
+        try:
+            os.execve(path, argv, env)
+        except OSError as e:
+            errors.fatal(PROG, f"unable to run {path}: ", e)
+    finally:
+        os._exit(code)
+
+
+def wait_for(pids: set[int]) -> dict[int, int]:
+    """Wait until every one of `pids` has ended; their exit statuses in the shell's
+    terms (128 + N for a process killed by signal N)."""
+    statuses: dict[int, int] = {}
+    while not pids <= statuses.keys():
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            break
+        if pid in pids:
+            code = os.waitstatus_to_exitcode(status)
+            statuses[pid] = code if code >= 0 else 128 - code
+    return statuses
+
+
+def run() -> NoReturn:
+    execenv.undo_python_changes()
+    errors.run_main(PROG, main)
