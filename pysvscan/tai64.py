@@ -37,3 +37,9 @@ def to_unix(sec: int) -> int:
 def external(label: bytes) -> str:
     """The printed form: `@` and 24 lowercase hex digits."""
     return "@" + label[:12].hex()
+
+
+def external_now() -> bytes:
+    """The printed label of the current time as bytes, ready for os.write (tai64n)."""
+    sec, nsec = now()
+    return b"@" + _LABEL.pack(sec, nsec).hex().encode()
