@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # Packages the tests need: the C daemontools as the reference (the test oracle only),
-# and util-linux's setpriv for running supervise as an unprivileged user.
-TEST_DEBS := daemontools util-linux procps
+# util-linux's setpriv for running supervise as an unprivileged user, and man-db
+# with groff for checking that every man page renders without warnings.
+TEST_DEBS := daemontools util-linux procps man-db groff-base
 
 .PHONY: run test bench venv test-deps clean
 
