@@ -7,6 +7,7 @@ click-based and is free to be helpful (tables, a demo, and more in later release
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import sys
 
@@ -87,8 +88,8 @@ done
 """
 
 DEMO_LOG = """#!/bin/sh
-# pysvscan demo logger: appends its stdin (hello's output) to ./main.log.
-exec cat >> ./main.log
+# pysvscan demo logger: hello's output, stamped, in ./main (rotated at 100 kB, 5 kept).
+exec {bindir}/multilog t s100000 n5 ./main
 """
 
 
@@ -102,7 +103,8 @@ def lay_out_demo(scandir: str) -> None:
     """A scan directory holding `hello` and `hello/log`, created if missing."""
     os.makedirs(os.path.join(scandir, "hello", "log"), exist_ok=True)
     write_executable(os.path.join(scandir, "hello", "run"), DEMO_HELLO)
-    write_executable(os.path.join(scandir, "hello", "log", "run"), DEMO_LOG)
+    bindir = shlex.quote(os.path.dirname(sys.executable))
+    write_executable(os.path.join(scandir, "hello", "log", "run"), DEMO_LOG.format(bindir=bindir))
 
 
 def svscan_command(scandir: str) -> list[str]:
@@ -124,12 +126,12 @@ def demo(scandir: str) -> None:
     lay_out_demo(scandir)
     bindir = os.path.dirname(sys.executable)
     hello = os.path.join(scandir, "hello")
-    click.echo(f"svscan is supervising {scandir}: hello prints a line a second into "
-               f"{hello}/log/main.log\nIn another terminal:\n"
+    click.echo(f"svscan is supervising {scandir}: hello prints a line a second, which "
+               f"multilog keeps in {hello}/log/main\nIn another terminal:\n"
                f"  {bindir}/svstat {hello} {hello}/log\n"
                f"  {bindir}/svc -d {hello}      # down; -u up, -t restart, -p/-c pause\n"
                f"  {bindir}/pysvscan status {scandir}\n"
-               f"  tail -f {hello}/log/main.log\n"
+               f"  tail -f {hello}/log/main/current | {bindir}/tai64nlocal\n"
                "Ctrl-C (or SIGTERM to this process) stops everything in order.", err=True)
     pid = os.fork()
     if pid == 0:

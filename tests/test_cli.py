@@ -45,9 +45,9 @@ def test_demo_runs_hello_and_stops_in_order(tmp_path: Path, procs: Processes,
     procs.adopt(svscan)  # its own session: killed at teardown even if this test fails
     wait_until(lambda: status_pid(hello) and status_pid(log), message="hello and its log up")
     assert Path(f"/proc/{svscan}/cmdline").read_bytes().split(b"\0")[1].endswith(b"/svscan")
-    mainlog = log / "main.log"
-    wait_until(lambda: mainlog.exists() and b"hello 2\n" in mainlog.read_bytes(), timeout=15,
-               message="two numbered lines in main.log")
+    mainlog = log / "main" / "current"
+    wait_until(lambda: mainlog.exists() and b" hello 2\n" in mainlog.read_bytes(), timeout=15,
+               message="two numbered lines in main/current")
     status = subprocess.run([PY.bin("svstat"), str(hello)], capture_output=True, text=True)
     assert re.fullmatch(rf"{hello}: up \(pid \d+\) \d+ seconds\n", status.stdout)
 
@@ -55,8 +55,10 @@ def test_demo_runs_hello_and_stops_in_order(tmp_path: Path, procs: Processes,
     assert demo.wait(timeout=30) == 0
     assert b"svscan is supervising" in demo.stderr.read()
     assert not session_pids(svscan), "svscan's session still has processes"
+    assert mainlog.stat().st_mode & 0o777 == 0o744, "multilog did not stop cleanly"
     lines = mainlog.read_bytes().decode().splitlines()
-    assert lines == [f"hello {n}" for n in range(1, len(lines) + 1)]
+    assert all(re.fullmatch(r"@[0-9a-f]{24} hello \d+", line) for line in lines), lines
+    assert [line.split()[-1] for line in lines] == [str(n) for n in range(1, len(lines) + 1)]
     assert not supervise_ready(hello) and not supervise_ready(log)
 
 

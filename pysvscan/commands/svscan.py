@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn
 
-from .. import errors, execenv, fifo, proctitle
+from .. import errors, execenv, fifo, lock, proctitle
 from . import supervise
 
 PROG = "svscan"
@@ -67,6 +67,7 @@ class Launch:
 
 class Scanner:
     BATCH = 64  # supervise prepared at once: each holds six descriptors until forked
+    SHARE_FILES = 16  # from this many supervise to start, a helper creates their files
 
     def __init__(self, inherited: frozenset[int], nofile: tuple[int, int] | None,
                  title: proctitle.Title | None) -> None:
@@ -123,10 +124,45 @@ class Scanner:
         beforehand and the loop between two forks is little more than the fork. The
         objects alive then are frozen so that no child's collector ever touches them.
         """
+        if len(todo) >= self.SHARE_FILES:
+            self.create_files_ahead(todo)
         for first in range(0, len(todo), self.BATCH):
             batch = [job for job in todo[first:first + self.BATCH] if self.prepare(job)]
             if batch:
                 self.fork_all(batch)
+
+    def create_files_ahead(self, todo: list[Launch]) -> None:
+        """Fork a helper that creates what supervise needs on disk, from the last
+        service backwards, while svscan prepares from the first.
+
+        Creating directory entries is most of a supervise's start-up on a busy file
+        system; the C spreads it over its supervise processes, and svscan alone would do
+        it serially. Every step is a create that a later one tolerates (mkdir, mkfifo,
+        open O_CREAT), so racing svscan is harmless; the helper stops where it meets a
+        service svscan has reached, and says nothing: svscan's own steps report.
+        """
+        try:
+            if os.fork():
+                return
+        except OSError:
+            return
+        try:
+            for sig in _CAUGHT_NUMBERS:
+                _signal.signal(sig, _signal.SIG_DFL)
+            for job in reversed(todo):
+                try:
+                    os.fchdir(self.here)
+                    os.chdir(job.label)
+                    if os.path.exists("supervise/ok"):
+                        break
+                    os.mkdir("supervise", 0o700)
+                    os.close(lock.open_lockfile("supervise/lock"))
+                    fifo.make("supervise/control")
+                    fifo.make("supervise/ok")
+                except OSError:
+                    continue
+        finally:
+            os._exit(0)
 
     def fork_all(self, batch: list[Launch]) -> None:
         gc.collect()
