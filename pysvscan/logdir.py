@@ -48,9 +48,9 @@ def pausing(text: str, step: Callable[[], T]) -> T:
 
 
 def leading_number(text: str) -> int:
-    """scan_ulong: the leading decimal digits, none giving 0."""
+    """scan_ulong: the leading decimal digits, none giving 0, wrapping at 2^64."""
     digits = len(text) - len(text.lstrip("0123456789"))
-    return int(text[:digits]) if digits else 0
+    return int(text[:digits]) % (1 << 64) if digits else 0
 
 
 class LogDir:
@@ -66,6 +66,8 @@ class LogDir:
         self.current = -1
         self.bytes = 0       # size of `current`
         self.pending = bytearray()  # the C's output buffer, used near the threshold
+        self.newlines = 0    # line ends written so far, counted for rotated()
+        self.rotated: Callable[[], None] | None = None  # told once `current` is safe
 
     # -- start-up ---------------------------------------------------------------------
 
@@ -161,11 +163,14 @@ class LogDir:
     def write_through(self, data: bytes) -> None:
         """Write data known to stay below the threshold, in as few calls as possible."""
         view = memoryview(data)
-        while view:
+        done = 0
+        while done < len(data):
             written = pausing(f"unable to write to {self.name}/current",
-                              lambda: os.write(self.current, view))
+                              lambda: os.write(self.current, view[done:]))
             self.bytes += written
-            view = view[written:]
+            if self.rotated is not None:
+                self.newlines += data.count(b"\n", done, done + written)
+            done += written
 
     def write(self, data: bytes, start: int, end: int) -> int:
         """c_write: write part of data[start:end], rotating as the C does; returns the
@@ -187,6 +192,8 @@ class LogDir:
                 break
             time.sleep(PAUSE)
         self.bytes += written
+        if self.rotated is not None:
+            self.newlines += data.count(b"\n", start, start + written)
         if self.bytes >= self.size - NEAR_FULL and data[start + written - 1] == 0x0A:
             self.rotate()
         return written
@@ -237,6 +244,8 @@ class LogDir:
         os.close(self.current)
         pausing(f"unable to rename current to previous in directory {name}",
                 lambda: os.rename("current", "previous", src_dir_fd=self.fd, dst_dir_fd=self.fd))
+        if self.rotated is not None:  # what is in `previous` survives a crash from here
+            self.rotated()
         self.current = pausing(f"unable to create {name}/current", self.open_current)
         self.bytes = 0
         pausing(f"unable to set mode of {name}/current", lambda: os.fchmod(self.current, 0o644))

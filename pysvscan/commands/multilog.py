@@ -16,10 +16,11 @@ import signal
 import time
 from bisect import bisect_right
 from itertools import accumulate, compress
+from operator import not_
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import NoReturn
+    from typing import Callable, NoReturn
 
 from .. import errors, execenv, journal, tai64
 from ..logdir import (DEFAULT_NUM, DEFAULT_SIZE, MAX_SIZE, MIN_NUM, MIN_SIZE, PAUSE,
@@ -111,7 +112,7 @@ def service_name() -> bytes:
 class Lines:
     """A batch of complete lines, everything the actions need computed once."""
 
-    __slots__ = ("stamped", "bufs", "lines", "contents", "start", "deferred")
+    __slots__ = ("stamped", "bufs", "lines", "contents", "start", "deferred", "said")
 
     def __init__(self, stamped: bytes, contents: bytes, start: int) -> None:
         self.stamped = stamped    # the lines as logged, each ending in \n
@@ -120,6 +121,7 @@ class Lines:
         self.bufs: list[bytes] | None = None
         self.lines: list[bytes] | None = None
         self.deferred = False     # the start of a long line, still arriving
+        self.said: list[bytes] | None = None  # per line, what the `e` actions print
 
     def buffers(self) -> list[bytes]:
         """The C's line buffers: stamp + line, first 1000 bytes."""
@@ -129,6 +131,11 @@ class Lines:
                 bufs = [b[:LINE_BUFFER] for b in bufs]
             self.bufs = bufs
         return self.bufs
+
+    def say(self, first: int = 0, end: int | None = None) -> None:
+        """Print the `e` output of lines first..end-1 on stderr."""
+        if self.said:
+            write_stderr(b"".join(self.said[first:end]))
 
     def logged(self) -> list[bytes]:
         """Each line as logged, without its newline."""
@@ -177,27 +184,24 @@ class Script:
     def select(self, lines: Lines) -> None:
         """Run the actions over the batch; directories remember their selection."""
         selected: list[bool] | None = None  # None: every line selected
+        printing: list[list[bool] | None] = []
         for action in self.actions:
             kind = action.kind
             if kind == "+":
                 if selected is not None:
-                    if action.match is None:
-                        selected = None
-                    else:
-                        hits = map(action.match, lines.buffers())
-                        selected = [s or h is not None for s, h in zip(selected, hits)]
+                    selected = None if action.match is None else apply(
+                        action.match, lines.buffers(), selected, True)
             elif kind == "-":
                 if action.match is None:
                     selected = [False] * len(lines.buffers())
                 elif selected is None:
-                    selected = [h is None for h in map(action.match, lines.buffers())]
+                    selected = list(map(not_, map(action.match, lines.buffers())))
                 else:
-                    hits = map(action.match, lines.buffers())
-                    selected = [s and h is None for s, h in zip(selected, hits)]
+                    selected = apply(action.match, lines.buffers(), selected, False)
             elif kind == "/":
                 action.selection = selected
             elif kind == "e":
-                self.print_lines(pick(lines.buffers(), selected))
+                printing.append(selected)
             elif kind == "=":
                 chosen = pick(lines.buffers(), selected)
                 if chosen:
@@ -207,18 +211,8 @@ class Script:
                     action.selection = selected
                 else:
                     self.send(action, pick(lines.contents.split(b"\n"), selected))
-
-    @staticmethod
-    def print_lines(bufs: list[bytes]) -> None:
-        if not bufs:
-            return
-        out = b"".join(b + b"\n" if len(b) <= E_LIMIT else b[:E_LIMIT] + b"...\n"
-                       for b in bufs)
-        try:
-            while out:
-                out = out[os.write(2, out):]
-        except OSError:
-            pass
+        if printing:
+            lines.said = stderr_lines(lines.buffers(), printing)
 
     @staticmethod
     def write_status(action: Action, buf: bytes) -> None:
@@ -254,6 +248,36 @@ class Script:
                                       "dropping its lines until it is back: ", e)
 
 
+def stderr_lines(bufs: list[bytes], selections: list[list[bool] | None]) -> list[bytes]:
+    """Per line, what the `e` actions print for it, in script order: the buffer, or its
+    first 200 bytes and `...`, then a newline."""
+    shown = [b + b"\n" if len(b) <= E_LIMIT else b[:E_LIMIT] + b"...\n" for b in bufs]
+    if len(selections) == 1:
+        chosen = selections[0]
+        return shown if chosen is None else [s if c else b"" for s, c in zip(shown, chosen)]
+    return [b"".join(text for chosen in selections if chosen is None or chosen[i])
+            for i, text in enumerate(shown)]
+
+
+def write_stderr(data: bytes) -> None:
+    try:
+        while data:
+            data = data[os.write(2, data):]
+    except OSError:
+        pass
+
+
+def apply(match: Callable[[bytes], object], bufs: list[bytes], selected: list[bool],
+          to: bool) -> list[bool]:
+    """A new selection where the lines not already `to` that match become `to`: only
+    those are matched, and every loop runs in C."""
+    others = list(compress(range(len(bufs)), map(not_, selected) if to else selected))
+    result = selected.copy()
+    for index in compress(others, map(match, map(bufs.__getitem__, others))):
+        result[index] = to
+    return result
+
+
 def pick(items: list[bytes], selected: list[bool] | None) -> list[bytes]:
     return items if selected is None else list(compress(items, selected))
 
@@ -264,7 +288,8 @@ class Router:
     """Turns reads of stdin into lines and writes each directory's share of each read.
 
     Within one read, each directory's output is collected as pieces: ("batch", Lines,
-    selection), ("head", bytes, start) for the first part of a long line, ("rest", bytes,
+    selection), ("head", bytes, start, Lines, chosen) for the first part of a long line
+    (chosen or not: its `e` output comes in its place), ("rest", bytes,
     offset) for more of it, ("nl", offset) for its end. If a directory's share stays
     below its rotation threshold it is written at once, otherwise replayed through the
     C's buffer and write rules (replay())."""
@@ -281,6 +306,8 @@ class Router:
         self.stream_dirs: list[Action] = []
         self.stream_text = bytearray()  # what the journal action will send of it
         self.pieces: dict[Action, list[tuple]] = {d: [] for d in script.dirs}
+        self.written_from = 0  # the directory's line count before this read's writes
+        self.batches: list[Lines] = []  # this read's, whose `e` output is still to come
 
     def settled(self) -> int:
         """Input before this offset has been written out completely."""
@@ -297,10 +324,31 @@ class Router:
             self.take_lines(data, pos, stamp)
         bounds = range(self.offset + C_READ, self.offset + len(data), C_READ)
         self.offset += len(data)
+        speak = len(self.pieces) == 1  # else `e` output goes first, whole
+        if not speak:
+            for lines in self.batches:
+                lines.say()
+        self.batches.clear()
         for action, pieces in self.pieces.items():
             if pieces:
-                write_pieces(action.log, pieces, bounds, self.plen, self.cap)
+                self.written_from = action.log.newlines
+                write_pieces(action.log, pieces, bounds, self.plen, self.cap, speak)
                 pieces.clear()
+
+    def watch_rotations(self, commit: Callable[[int], None]) -> None:
+        """With a single log directory, input already written can be taken out of the
+        pipe as soon as a rotation has made it safe, before a processor runs (which can
+        take long): a crash then repeats no more than the lines in flight."""
+        if len(self.script.dirs) != 1:
+            return
+        action = self.script.dirs[0]
+
+        def rotated() -> None:
+            written = action.log.newlines - self.written_from
+            offset = written_through(self.pieces[action], written, self.plen)
+            if offset is not None:
+                commit(offset)
+        action.log.rotated = rotated
 
     def continue_long_line(self, data: bytes) -> int:
         """More of a long line goes straight out; returns where the rest of the read
@@ -354,6 +402,7 @@ class Router:
             stamped = complete + b"\n"
         lines = Lines(stamped, complete, start)
         self.script.select(lines)
+        self.batches.append(lines)
         for action in self.script.dirs:
             self.pieces[action].append(("batch", lines, action.selection))
 
@@ -365,17 +414,44 @@ class Router:
         lines.bufs = [logged[:LINE_BUFFER]]
         lines.deferred = True
         self.script.select(lines)
-        self.stream_dirs = [a for a in self.script.dirs
-                            if a.selection is None or a.selection[0]]
-        for action in self.stream_dirs:
-            self.pieces[action].append(("head", logged, start))
+        self.batches.append(lines)
+        self.stream_dirs = []
+        for action in self.script.dirs:
+            chosen = action.selection is None or action.selection[0]
+            if chosen:
+                self.stream_dirs.append(action)
+            self.pieces[action].append(("head", logged, start, lines, chosen))
         self.stream_text[:] = tail[:J_LIMIT]
         self.streaming = True
+
+
+def written_through(pieces: list[tuple], lines: int, plen: int) -> int | None:
+    """The input offset just past the `lines`-th line end these pieces write (None if
+    they write fewer): the input that is safely in the log directory."""
+    offset = None
+    for kind, data, *rest in pieces:
+        if lines <= 0:
+            break
+        if kind == "nl":
+            lines -= 1
+            offset = rest[0] + 1
+        elif kind == "batch":
+            start, selection = data.start, rest[0]
+            for i, logged in enumerate(data.logged()):
+                start += len(logged) - plen + 1
+                if selection is None or selection[i]:
+                    lines -= 1
+                    offset = start
+                    if lines == 0:
+                        break
+    return offset
 
 
 def output(piece: tuple) -> bytes:
     """What a piece adds to the log."""
     kind, data = piece[0], piece[1]
+    if kind == "head":
+        return data if piece[4] else b""
     if kind != "batch":
         return data
     selection = piece[2]
@@ -385,26 +461,34 @@ def output(piece: tuple) -> bytes:
     return b"\n".join(chosen) + b"\n" if chosen else b""
 
 
-def write_pieces(log: LogDir, pieces: list[tuple], bounds: range, plen: int, cap: int) -> None:
+def write_pieces(log: LogDir, pieces: list[tuple], bounds: range, plen: int, cap: int,
+                 speak: bool) -> None:
     """One read's output for one directory: in one write when it stays below the
-    threshold, else exactly as the C would have written it."""
+    threshold, else exactly as the C would have written it. `speak`: print the `e`
+    output of each line too, in its place among the writes (and the rotations, whose
+    processor may write to stderr as well)."""
     data = b"".join(map(output, pieces))
     if log.bytes < log.size and len(data) <= log.room():
+        if speak:
+            for piece in pieces:
+                if piece[0] in ("batch", "head"):
+                    piece[3 if piece[0] == "head" else 1].say()
         log.write_through(data)
-    elif data:
-        Replay(log, bounds, plen, cap).run(pieces)
+    elif data or speak:
+        Replay(log, bounds, plen, cap, speak).run(pieces)
 
 
 class Replay:
     """The C's writes for one read: lines put into a 512-byte buffer, the buffer
     flushed when full and whenever the C would have read stdin (every 1024 bytes)."""
 
-    def __init__(self, log: LogDir, bounds: range, plen: int, cap: int) -> None:
+    def __init__(self, log: LogDir, bounds: range, plen: int, cap: int, speak: bool) -> None:
         self.log = log
         self.bounds = list(bounds)
         self.next = 0
         self.plen = plen
         self.cap = cap
+        self.speak = speak
 
     def reach(self, offset: int) -> bool:
         """The C asks for input byte `offset`: a read (and flush) for each boundary
@@ -422,7 +506,12 @@ class Replay:
             if kind == "batch":
                 self.lines(data, rest[0])
             elif kind == "head":
-                self.long_start(data, rest[0])
+                start, lines, chosen = rest
+                self.reach(start + self.cap - 1)
+                if self.speak:
+                    lines.say()
+                if chosen:
+                    self.long_start(data, start)
             elif kind == "rest":
                 self.stream(data, rest[0])
             else:
@@ -441,22 +530,23 @@ class Replay:
                                  for x, chosen in zip(logged, selection)), initial=0))
         i = 0
         while i < len(logged):
-            if not selection[i]:
-                i += 1
-                continue
             line, start = logged[i], starts[i]
             length = len(line) - self.plen
             if self.reach(start + (length if length < self.cap else self.cap - 1)):
-                following = self.skip_selected(logged, selection, starts, sizes, i)
+                following = self.skip_selected(lines, selection, starts, sizes, i)
                 if following > i:
                     i = following
                     continue
-            self.line(line, start, length)
+            if self.speak:
+                lines.say(i, i + 1)
+            if selection[i]:
+                self.line(line, start, length)
             i += 1
 
-    def skip_selected(self, logged: list[bytes], selection: list[bool], starts: list[int],
+    def skip_selected(self, lines: Lines, selection: list[bool], starts: list[int],
                       sizes: list[int], i: int) -> int:
         """skip() for a partial selection, from per-line offsets and output sizes."""
+        logged = lines.logged()
         room = self.log.room()
         best = None
         for index in range(self.next, len(self.bounds)):
@@ -471,6 +561,8 @@ class Replay:
         if best is None or best[1] <= i:
             return i
         index, upto = best
+        if self.speak:
+            lines.say(i, upto)
         chosen = list(compress(logged[i:upto], selection[i:upto]))
         if chosen:
             self.log.write_through(b"\n".join(chosen) + b"\n")
@@ -490,7 +582,7 @@ class Replay:
         """Every line selected: emulated one by one only where the C's writes could
         be cut, written in one piece in between (see skip)."""
         text, stamped, base, plen = lines.contents, lines.stamped, lines.start, self.plen
-        pos = spos = 0  # where the next line starts in text and in stamped
+        pos = spos = index = 0  # where the next line starts in text and stamped; its number
         while pos <= len(text):
             end = text.find(b"\n", pos)
             if end < 0:
@@ -498,27 +590,30 @@ class Replay:
             length = end - pos
             first_put = base + pos + (length if length < self.cap else self.cap - 1)
             if self.reach(first_put):
-                pos, spos = self.skip(lines, pos, spos)
+                pos, spos, index = self.skip(lines, pos, spos, index)
                 if pos > len(text):
                     return
                 end = text.find(b"\n", pos)
                 if end < 0:
                     end = len(text)
                 length = end - pos
+            if self.speak:
+                lines.say(index, index + 1)
             self.line(stamped[spos:spos + plen + length], base + pos, length)
-            pos, spos = end + 1, spos + plen + length + 1
+            pos, spos, index = end + 1, spos + plen + length + 1, index + 1
 
-    def skip(self, lines: Lines, pos: int, spos: int) -> tuple[int, int]:
+    def skip(self, lines: Lines, pos: int, spos: int, index: int) -> tuple[int, int, int]:
         """Just after a flush, with the line at text offset `pos` next: write directly
         the lines that end before the last read boundary keeping the file below its
         threshold (none of the C's writes up to there can be cut). Returns where the
-        next line starts in text and in stamped."""
+        next line starts in text and in stamped, and its number (kept only when `e`
+        output is printed here)."""
         text, base, plen = lines.contents, lines.start, self.plen
         room = self.log.room()
         done, size = pos, 0
         best = None
-        for index in range(self.next, len(self.bounds)):
-            upto = self.bounds[index] - base
+        for bound in range(self.next, len(self.bounds)):
+            upto = self.bounds[bound] - base
             if upto > len(text):
                 break
             end = text.rfind(b"\n", done, upto)
@@ -531,15 +626,18 @@ class Replay:
                 break
             following = text.find(b"\n", done)
             length = (len(text) if following < 0 else following) - done
-            if length >= self.cap and base + done + self.cap - 1 < self.bounds[index]:
+            if length >= self.cap and base + done + self.cap - 1 < self.bounds[bound]:
                 break  # a long line partly put before that boundary: emulate it
-            best = (index, done, size)
+            best = (bound, done, size)
         if best is None or best[1] == pos:
-            return pos, spos
-        index, done, size = best
+            return pos, spos, index
+        bound, done, size = best
+        count = text.count(b"\n", pos, done) if self.speak and lines.said else 0
+        if count:
+            lines.say(index, index + count)
         self.log.write_through(lines.stamped[spos:spos + size])
-        self.next = index + 1
-        return done, spos + size
+        self.next = bound + 1
+        return done, spos + size, index + count
 
     def long_start(self, logged: bytes, start: int) -> None:
         self.reach(start + self.cap - 1)
@@ -604,6 +702,8 @@ def read_input(script: Script, flags: Flags, wakeup: int) -> None:
     """Step 6: until end of input, or SIGTERM at the end of a line."""
     router = Router(script)
     stdin = Input()
+    if stdin.tee is not None:
+        router.watch_rotations(stdin.consume_to)
     while True:
         if flags.alarm:
             flags.alarm = False
