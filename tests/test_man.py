@@ -19,6 +19,7 @@ MAN_DIR = Path(__file__).resolve().parent.parent / "man"
 PROGRAMS = [
     "supervise", "svscan", "svc", "svok", "svstat", "svscanboot", "readproctitle",
     "fghack", "pgrphack", "setuidgid", "envuidgid", "envdir", "softlimit", "setlock",
+    "multilog", "tai64n", "tai64nlocal",
 ]
 REQUIRED_SECTIONS = ["NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "SEE ALSO"]
 DEBIAN_PACKAGES = "man-db groff-base"
