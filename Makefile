@@ -6,8 +6,9 @@ BIN    := $(VENV)/bin
 APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # Packages the tests need: the C daemontools as the reference (the test oracle only),
 # util-linux's setpriv for running supervise as an unprivileged user, and man-db
-# with groff for checking that every man page renders without warnings.
-TEST_DEBS := daemontools util-linux procps man-db groff-base
+# with groff for checking that every man page renders without warnings; time (GNU)
+# for the benchmarks' peak-memory figures.
+TEST_DEBS := daemontools util-linux procps man-db groff-base time
 
 .PHONY: run test bench venv test-deps clean
 

@@ -1,5 +1,6 @@
-"""The measurements (a)-(f). Each group builds its trees, measures C and pysvscan in the
-same run and returns table rows; trees are always torn down by their context managers.
+"""The measurements (a)-(f), the start-up cost of the exec-chain tools (tools) and the
+logging throughput (log, in log_bench.py). Each group measures C and pysvscan in the
+same run and returns table rows; trees and temp dirs are always removed on the way out.
 
 Groups share trees where the conditions match (100 idle services serve (a), (e) and (f);
 the 500-service start-up of (b) is the tree (a) then measures) to keep a full run short.
@@ -11,18 +12,19 @@ import contextlib
 import os
 import re
 import select
-import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import (IMPLS, Impl, Tree, make_services, run_tool, runtime_ns, session_procs,
-                     smaps_rollup, status_pid, wait_up_for)
+from harness import (IMPLS, Impl, Tree, log, make_services, run_tool, runtime_ns,
+                     session_procs, smaps_rollup, status_pid, wait_up_for)
 from report import Row, error_row, ratio_row, summary
 
 UP_BEFORE_KILL = 1.2     # supervise pauses 1 s after each start: stay clear of it
 SETTLE = 2.0             # after all services are up, before memory/CPU are read
 SVSTAT_LIMIT_MS = 15.0   # requirement: one pysvscan svstat call, absolute
+TOOL_LIMIT_MS = 15.0     # requirement: each exec-chain tool's start-up, absolute
 IDLE_EXTRA_CORE = 0.001  # (f): py may use 0.1% of one core more than C
 POLL_PAUSE = 0.0001      # (d): a spinning harness would take one of the 2 cores from
                          # supervise; 0.1 ms pauses cost ~0.1 ms of resolution instead
@@ -50,9 +52,13 @@ class Plan:
     def startup_reps(self) -> int:
         return 1 if self.quick else 5
 
+    @property
+    def tool_runs(self) -> int:
+        return 20 if self.quick else 50
 
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+    @property
+    def log_reps(self) -> int:
+        return 2 if self.quick else 3
 
 
 def names(prefix: str, n: int) -> list[str]:
@@ -357,9 +363,71 @@ def restart_rows(got: dict[str, dict[str, list[float]]]) -> list[Row]:
     return rows
 
 
+# -- group: tools: start-up of the exec-chain programs -------------------------------------
+
+# Each sits in front of a service's real program, so its whole life (interpreter start,
+# imports, the work, exec) is added to every service start. `true` is found through
+# PATH=/usr/bin:/bin, as in a run script.
+TOOLS = (("envdir", ("./env", "true")),
+         ("setuidgid", ("nobody", "true")),
+         ("softlimit", ("-m", "100000000", "true")),
+         ("setlock", ("-n", "lockfile", "true")))
+
+
+def make_envdir(path: Path) -> None:
+    """An env dir like a service's: two variables set, one removed (empty file)."""
+    path.mkdir()
+    (path / "DATABASE_URL").write_text("postgres://app@localhost/app\n")
+    (path / "LOG_LEVEL").write_text("info\n")
+    (path / "HOME").write_text("")
+
+
+def tool_ms(impl: Impl, prog: str, args: tuple[str, ...], cwd: Path) -> float:
+    """Wall time of one call, spawn to exit; it must exit 0."""
+    seconds, done = run_tool([impl.tool(prog), *args], capture=True, limit=10, cwd=cwd)
+    if done.returncode:
+        raise RuntimeError(f"{impl.name} {prog} {' '.join(args)}: exit {done.returncode} "
+                           f"{done.stderr[-200:]!r}")
+    return seconds * 1000
+
+
+def group_tools(plan: Plan, want: set[str]) -> list[Row]:
+    """C and pysvscan alternate call by call (which goes first alternates too), after
+    one checked warm-up call each; the target is absolute, the C figure information."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="pysvscan-bench-tools-") as tmp:
+        cwd = Path(tmp)
+        make_envdir(cwd / "env")
+        for prog, args in TOOLS:
+            label = f"(tools) {prog} {' '.join(args)}"
+            try:
+                log(f"tools: {prog}, {plan.tool_runs} calls x 2")
+                got: dict[str, list[float]] = {i.name: [] for i in IMPLS}
+                for impl in IMPLS:
+                    tool_ms(impl, prog, args, cwd)
+                for n in range(plan.tool_runs):
+                    for impl in (IMPLS if n % 2 == 0 else IMPLS[::-1]):
+                        got[impl.name].append(tool_ms(impl, prog, args, cwd))
+            except (OSError, RuntimeError, TimeoutError) as e:
+                rows.append(error_row(f"tools-{prog}", label, e))
+                continue
+            c, py = summary(got["C"]), summary(got["pysvscan"])
+            rows.append(Row(f"tools-{prog}", label, "ms", c["median"], py["median"],
+                            f"py <= {TOOL_LIMIT_MS:g} ms", py["median"] <= TOOL_LIMIT_MS,
+                            {"C": c, "pysvscan": py}))
+    return rows
+
+
+def group_log(plan: Plan, want: set[str]) -> list[Row]:
+    from log_bench import log_rows  # imports tai64n_bench: only when asked for
+    return log_rows(plan.log_reps)
+
+
 GROUPS = {"restart": (group_restart, {"c", "d"}),
           "500": (group_500, {"a", "b"}),
-          "100": (group_100, {"a", "e", "f"})}
+          "100": (group_100, {"a", "e", "f"}),
+          "tools": (group_tools, {"tools"}),
+          "log": (group_log, {"log"})}
 
 
 def run_group(name: str, plan: Plan, want: set[str]) -> list[Row]:

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -43,6 +44,11 @@ class Impl:
 C_IMPL = Impl("C", Path("/usr/bin"))
 PY_IMPL = Impl("pysvscan", ROOT / ".venv" / "bin")
 IMPLS = (C_IMPL, PY_IMPL)
+
+
+def log(msg: str) -> None:
+    """Progress on stderr, so stdout carries only the report."""
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def clean_env() -> dict[str, str]:
@@ -140,8 +146,8 @@ def alarm(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, old)
 
 
-def run_tool(argv: list[str], capture: bool = False,
-             limit: float = 30.0) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+def run_tool(argv: list[str], capture: bool = False, limit: float = 30.0,
+             cwd: Path | None = None) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     """(wall seconds, result) of one program run in the clean environment.
 
     Never subprocess.run(timeout=...): its wait polls waitpid with sleeps of 0.5, 1, 2,
@@ -151,8 +157,70 @@ def run_tool(argv: list[str], capture: bool = False,
     out = subprocess.PIPE if capture else subprocess.DEVNULL
     with alarm(limit):
         t0 = time.perf_counter()
-        done = subprocess.run(argv, env=clean_env(), stdout=out, stderr=out)
+        done = subprocess.run(argv, env=clean_env(), stdout=out, stderr=out, cwd=cwd)
         return time.perf_counter() - t0, done
+
+
+GNU_TIME = "/usr/bin/time"
+# Fallback when GNU time is not installed: a bare interpreter that fork()s the program
+# and writes its rusage. Its own ~5 MB image is copied into the child before exec and
+# so becomes a floor under the figure (exact for anything bigger, e.g. a Python tool).
+_PEAK_FALLBACK = """\
+import os, sys
+out, argv = sys.argv[1], sys.argv[2:]
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+with open(out, "w") as f:
+    f.write(f"{ru.ru_maxrss} {os.waitstatus_to_exitcode(status)}\\n")
+"""
+
+
+@dataclass(frozen=True)
+class PeakRun:
+    seconds: float   # wall time, spawn to exit (the wrapper's ~1 ms included, both trees)
+    code: int        # the program's exit status
+    maxrss_kb: int   # the program's peak resident set
+    stderr: bytes
+
+
+def peak_method() -> str:
+    return "GNU time" if os.access(GNU_TIME, os.X_OK) else "python fork wrapper (~5 MB floor)"
+
+
+def run_peak(argv: list[str], stdin: Path, cwd: Path, limit: float = 600.0) -> PeakRun:
+    """Run `argv` in `cwd` reading `stdin`, stdout to /dev/null: wall time, exit status
+    and peak RSS of the program alone.
+
+    Not the harness's own wait4(): the child of a vfork (which subprocess uses) records
+    its parent's RSS high-water mark at exec, so ru_maxrss would report this harness's
+    size (tens of MB) instead of a 1 MB C multilog. The program is forked instead from
+    a small process that reports the rusage of it alone: GNU time when installed."""
+    fd, report = tempfile.mkstemp(prefix="pysvscan-bench-rss-")
+    os.close(fd)
+    if os.access(GNU_TIME, os.X_OK):
+        wrapped = [GNU_TIME, "-o", report, "-f", "%M %x", *argv]
+    else:
+        wrapped = [sys.executable, "-I", "-S", "-c", _PEAK_FALLBACK, report, *argv]
+    try:
+        with open(stdin, "rb") as src, alarm(limit):
+            t0 = time.perf_counter()
+            done = subprocess.run(wrapped, env=clean_env(), cwd=cwd, stdin=src,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            seconds = time.perf_counter() - t0
+        last = Path(report).read_text().strip().splitlines()[-1:]
+    finally:
+        os.unlink(report)
+    try:
+        rss, code = (int(x) for x in last[0].split())
+    except (IndexError, ValueError):
+        raise RuntimeError(f"{argv[0]}: no rusage report (wrapper exit {done.returncode}, "
+                           f"{done.stderr[-300:]!r})") from None
+    return PeakRun(seconds, code, rss, done.stderr)
 
 
 # -- supervise/status -------------------------------------------------------------------

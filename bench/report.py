@@ -40,6 +40,19 @@ def ratio_row(key: str, label: str, unit: str, c: float, py: float, limit: float
     return Row(key, label, unit, c, py, f"py <= {limit:g}x C", ok, detail or {})
 
 
+THROUGHPUT = "klines/s"
+
+
+def throughput_row(key: str, label: str, c_seconds: float, py_seconds: float, lines: int,
+                   limit: float, detail: dict[str, Any] | None = None) -> Row:
+    """A row of throughputs (klines/s, higher is better) whose target is py >= limit x C:
+    py/C is then C time / pysvscan time. The seconds stay in the detail."""
+    c, py = lines / c_seconds / 1000, lines / py_seconds / 1000
+    return Row(key, label, THROUGHPUT, c, py, f"py >= {limit:g}x C", py >= limit * c,
+               {"lines": lines, "c_seconds": c_seconds, "py_seconds": py_seconds,
+                **(detail or {})})
+
+
 def error_row(key: str, label: str, err: BaseException) -> Row:
     return Row(key, label, "", None, None, "", False, {"error": f"{type(err).__name__}: {err}"})
 
@@ -73,7 +86,11 @@ def table(rows: list[Row]) -> str:
     head = ("benchmark", "C", "pysvscan", "py/C", "target", "result")
     body = [(r.label, fmt(r.c, r.unit), fmt(r.py, r.unit), fmt_ratio(r), r.target,
              r.verdict()) for r in rows]
-    return render([head, *body], right=(1, 2, 3))
+    out = render([head, *body], right=(1, 2, 3))
+    if any(r.unit == THROUGHPUT for r in rows):
+        out += (f"\n\n{THROUGHPUT} rows are throughputs, higher is better: their py/C is "
+                "C time / pysvscan time (1M lines from a file)")
+    return out
 
 
 def render(lines: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> str:

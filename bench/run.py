@@ -1,6 +1,6 @@
 """pysvscan against the C daemontools 0.76, side by side in one run (`make bench`).
 
-    .venv/bin/python bench/run.py [--quick] [--only a,b,c,d,e,f,proctitle]
+    .venv/bin/python bench/run.py [--quick] [--only a,b,c,d,e,f,proctitle,tools,log]
 
 Both trees are measured in the same run, interleaved where that is possible, because
 only the ratio is meaningful on a shared, noisy machine. Prints one table (benchmark,
@@ -15,6 +15,13 @@ missed, 2 a benchmark could not run.
   (e) wall time of one svstat call, 1 and 100 directories
   (f) CPU of the whole tree over an idle period, 100 services
   proctitle: what setting the title costs each forked supervise (proctitle_cost.py)
+  tools: wall time of one `envdir ./env true`, `setuidgid nobody true`,
+     `softlimit -m 100000000 true` and `setlock -n lockfile true` (exec-chain start-up;
+     target <= 15 ms each, absolute)
+  log: 1,000,000 lines of ~100 bytes from a file through `multilog t s16777215 n10
+     ./dir`, `multilog ./dir`, `multilog '-*DEBUG*' '+*ERROR*' '+*WARN*' ./dir`,
+     tai64n and tai64nlocal (throughput, target as a ratio to C), and multilog's peak
+     RSS (target < 30 MB) (log_bench.py)
 """
 
 from __future__ import annotations
@@ -36,16 +43,25 @@ from report import Row, table, write_json
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.json"
-KEYS = ("a", "b", "c", "d", "e", "f", "proctitle")
+KEYS = ("a", "b", "c", "d", "e", "f", "proctitle", "tools", "log")
 ALIASES = {"p": "proctitle", "g": "proctitle"}
+# The programs each benchmark runs, in both trees (supervise: the C svscan needs it).
+TREE_PROGS = ("svscan", "svc", "svstat")
+NEEDS = {**{k: TREE_PROGS for k in "abcdef"},
+         "tools": ("envdir", "setuidgid", "softlimit", "setlock"),
+         "log": ("multilog", "tai64n", "tai64nlocal")}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description="pysvscan vs C daemontools benchmarks")
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="fewer samples and a 10 s idle window (about 1.5 minutes)")
+                    help="fewer samples and a 10 s idle window (about 2 minutes)")
     ap.add_argument("--only", default="", metavar="LIST",
-                    help=f"comma-separated subset of {','.join(KEYS)}")
+                    help=f"comma-separated subset of {','.join(KEYS)}: (a)-(f) and "
+                         "proctitle as above; tools = start-up of envdir, setuidgid, "
+                         "softlimit, setlock; log = multilog, tai64n, tai64nlocal "
+                         "throughput and multilog peak memory")
     ap.add_argument("--json", type=Path, default=RESULTS, metavar="PATH",
                     help=f"where to write the results (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args(argv)
@@ -62,9 +78,11 @@ def selection(ap: argparse.ArgumentParser, only: str) -> set[str]:
     return want
 
 
-def missing_programs() -> list[str]:
-    progs = [impl.tool(p) for impl in IMPLS for p in ("svscan", "svc", "svstat")]
-    progs.append("/usr/bin/supervise")
+def missing_programs(want: set[str]) -> list[str]:
+    names = {p for k in want for p in NEEDS.get(k, ())}
+    progs = [impl.tool(p) for impl in IMPLS for p in sorted(names)]
+    if set(TREE_PROGS) & names:
+        progs.append("/usr/bin/supervise")
     return [p for p in progs if not os.access(p, os.X_OK)]
 
 
@@ -101,7 +119,7 @@ def git_rev() -> str:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    if missing := missing_programs():
+    if missing := missing_programs(args.want):
         print(f"bench: missing programs: {', '.join(missing)}", file=sys.stderr)
         return 2
     for sig in (signal.SIGTERM, signal.SIGHUP):
