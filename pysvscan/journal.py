@@ -16,6 +16,8 @@ import sys
 
 SOCKET_PATH = "/run/systemd/journal/socket"
 DEFAULT_PRIORITY = 6  # info, as journald gives stdout streams
+SEND_TIMEOUT = 1.0
+SEND_BUFFER = 8 << 20
 _UNREACHABLE = (errno.ENOENT, errno.ECONNREFUSED, errno.ENOTDIR, errno.EACCES)
 
 
@@ -40,14 +42,23 @@ def split_priority(line: bytes) -> tuple[int, bytes]:
 class Journal:
     """A connectionless sender; send() raises OSError when journald cannot be reached."""
 
-    def __init__(self, path: str = SOCKET_PATH) -> None:
+    def __init__(self, path: str = SOCKET_PATH, timeout: float = SEND_TIMEOUT) -> None:
         self.path = path
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        # a wedged journald must not wedge the sender: a send that cannot complete in
+        # `timeout` raises TimeoutError (an OSError) like an unreachable journal
+        self.sock.settimeout(timeout)
+        try:  # as libsystemd does: room for bursts, fewer entries through memfds
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        except OSError:
+            pass
 
     def send(self, entry: bytes) -> None:
         """Send one entry (concatenated fields); large ones go through a memfd."""
         try:
             self.sock.sendto(entry, self.path)
+        except TimeoutError:
+            raise OSError(errno.ETIMEDOUT, "journald takes no entries") from None
         except OSError as e:
             if e.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise

@@ -11,6 +11,7 @@ cut exactly where the C cuts them, so files end where the C's would (logdir.py).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -36,6 +37,7 @@ STATUS_SIZE = 1001   # `=FILE` gets the buffer padded with newlines to this size
 READ_SIZE = 65536
 C_READ = 1024        # the C reads stdin this much at a time and flushes its logs first
 J_LIMIT = 65536      # the longest line the journal action sends whole
+JOURNAL_RETRY = 5.0  # seconds between attempts while the journal is unreachable
 
 
 class Action:
@@ -153,6 +155,7 @@ class Script:
         self.dirs = dirs
         self.journal: journal.Journal | None = None
         self.journal_down = False
+        self.retry_at = 0.0
         self.service = b""
 
     def open_status_files(self, startdir: int) -> int | None:
@@ -230,8 +233,11 @@ class Script:
                 time.sleep(PAUSE)
 
     def send(self, action: Action, contents: list[bytes]) -> None:
-        """The journal action: one native entry per line; journald missing is said once."""
-        if self.journal is None:
+        """The journal action: one native entry per line. When journald cannot be
+        reached, multilog says so once and drops the journal's lines until it is back;
+        its other actions go on. A journald that takes no entry within a second is
+        tried again only JOURNAL_RETRY seconds later, so it cannot stall the logs."""
+        if self.journal is None or (self.journal_down and time.monotonic() < self.retry_at):
             return
         head = (journal.field(b"SYSLOG_IDENTIFIER", action.ident)
                 + journal.field(b"SERVICE", self.service) + b"SYSLOG_FACILITY=3\n")
@@ -246,6 +252,9 @@ class Script:
                     self.journal_down = True
                     errors.warn(PROG, "unable to send to the journal, "
                                       "dropping its lines until it is back: ", e)
+                if e.errno == errno.ETIMEDOUT:  # slow to fail: do not try every line
+                    self.retry_at = time.monotonic() + JOURNAL_RETRY
+                return
 
 
 def stderr_lines(bufs: list[bytes], selections: list[list[bool] | None]) -> list[bytes]:
