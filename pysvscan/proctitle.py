@@ -10,6 +10,7 @@ forking: no extension module, and only a few system calls in the child.
 from __future__ import annotations
 
 import os
+import struct
 
 NAME_MAX = 255
 ROOM_VARIABLE = "PYSVSCAN_TITLE_ROOM"  # see make_room()
@@ -107,3 +108,46 @@ def last_argument(mem: int) -> tuple[int, bytes]:
     end = len(area) - 1 if area.endswith(b"\0") else len(area)
     start = area.rfind(b"\0", 0, end) + 1
     return arg_start + start, area[start:end]
+
+
+def start_at_own_name(name: str) -> bool:
+    """Make /proc/PID/cmdline (and `ps`) begin at this program's own name, as if it had
+    been exec'd directly rather than through `#!/usr/bin/python3`: the argv area starts
+    with the interpreter's path and then the script's, whose last component is `name`,
+    so moving the area's start to that component hides the interpreter and keeps every
+    argument and boundary in place. Uses prctl(PR_SET_MM_MAP), which needs
+    CAP_CHECKPOINT_RESTORE or CAP_SYS_RESOURCE; False (nothing changed) otherwise."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        fields = [int(x) for x in data[data.rindex(b")") + 2:].split()[22:49]]
+        field = dict(zip(range(25, 52), fields))  # /proc/PID/stat field numbers
+        arg_start, arg_end = field[48], field[49]
+        mem = os.open("/proc/self/mem", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            area = os.pread(mem, arg_end - arg_start, arg_start)
+        finally:
+            os.close(mem)
+        own = b"/" + os.fsencode(name) + b"\0"
+        first = area.find(b"\0") + 1  # the script's path follows the interpreter's
+        second = area.find(b"\0", first) + 1
+        if not first or not second or not area[first - 1:second].endswith(own):
+            return False
+        libc.sbrk.restype = ctypes.c_void_p
+        mm_map = struct.pack(  # struct prctl_mm_map; no auxv, exe_fd -1: both unchanged
+            "=11QQII", field[26], field[27], field[45], field[46], field[47], libc.sbrk(0),
+            field[28], arg_start + second - len(own) + 1, arg_end, field[50], field[51],
+            0, 0, 0xFFFFFFFF)
+        buf = ctypes.create_string_buffer(mm_map, len(mm_map))
+        return libc.prctl(_PR_SET_MM, _PR_SET_MM_MAP, buf, ctypes.c_ulong(len(mm_map)),
+                          ctypes.c_ulong(0)) == 0
+    except (ImportError, OSError, ValueError, IndexError, AttributeError, struct.error):
+        return False
+
+
+_PR_SET_MM, _PR_SET_MM_MAP = 35, 14

@@ -2,10 +2,8 @@
 
 readproctitle is differential: ours and the C one are started with the same arguments
 and fed the same bytes, and the words of /proc/PID/cmdline after the program are
-compared exactly. Only those words can be: the kernel runs our script as
-`python3 /path/readproctitle ARGS...` (shebang), the C as `/usr/bin/readproctitle
-ARGS...`, so the leading words differ while every argument, its length and its
-boundaries must not. The C reads a byte at a time and ours a chunk at a time: a feed
+compared exactly; run by name, the whole command line is (ours moves the start of its
+argv area past the interpreter and script path the kernel puts first). The C reads a byte at a time and ours a chunk at a time: a feed
 is compared once both pipes are empty and both processes sleep in read(), when each
 shows everything it was fed; the C is also held to a small model of §8.
 
@@ -20,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import shutil
 import signal
 import struct
@@ -400,9 +399,12 @@ def test_svscanboot_boots_a_service_directory(procs: Processes, tmp_path: Path) 
     svscan = wait_until(lambda: child_running(boot.pid, "svscan"), timeout=10, message="svscan")
     display = wait_until(lambda: child_running(boot.pid, "readproctitle"), timeout=10,
                          message="readproctitle")
-    for pid, program in ((svscan, "svscan"), (display, "readproctitle")):
-        assert os.path.realpath(cmdline(pid)[1]) == os.path.realpath(PY.bin(program)).encode()
+    assert os.path.realpath(cmdline(svscan)[1]) == os.path.realpath(PY.bin("svscan")).encode()
     assert arguments(svscan, "svscan") == [os.fsencode(root)]
+    # readproctitle hides the interpreter in front of its command line, as if exec'd
+    # directly (the C's `ps` line), but it is a Python process, not /usr/bin's ELF
+    assert cmdline(display)[0] == b"readproctitle"
+    assert os.path.realpath(f"/proc/{display}/exe") == os.path.realpath(sys.executable)
 
     # the service runs, with an environment of PATH alone
     pid = wait_until(lambda: status_pid(hello), timeout=10, message="hello up")
@@ -425,3 +427,34 @@ def test_svscanboot_ends_with_the_pipeline(procs: Processes, tmp_path: Path) -> 
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = boot.communicate(timeout=10)
     assert (boot.returncode, out, err) == (0, b"", b"")
+
+
+def test_readproctitle_command_line_is_the_cs(procs: Processes) -> None:
+    """Run by name, as svscanboot runs it, ours shows exactly the C's command line, the
+    interpreter and script path hidden (prctl PR_SET_MM_MAP), in /proc and in `ps`."""
+    require_c_reference()
+    args = [b"service", b"errors:", b"." * 40]
+    started = {}
+    for tree in (C, PY):
+        started[tree.name] = procs.start(
+            [b"readproctitle", *args], env={**ENV, "PATH": str(tree.bindir)},
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = {}
+    for name, proc in started.items():
+        assert proc.stdin is not None
+        proc.stdin.write(b"hello\nworld\n")
+        proc.stdin.flush()
+        wait_until(lambda: waiting_for_input(proc) and b"world" in cmdline_bytes(proc.pid),
+                   timeout=5, message=f"{name} readproctitle showing its input")
+        ps = subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(proc.pid)],
+                            capture_output=True, check=True).stdout
+        lines[name] = (cmdline_bytes(proc.pid), ps)
+    assert lines["py"] == lines["c"]
+    assert lines["c"][0].startswith(b"readproctitle\0service\0errors:\0...")
+    for proc in started.values():
+        proc.stdin.close()
+        assert proc.wait(timeout=5) == 0
+
+
+def cmdline_bytes(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()

@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 2:
         return errors.EXIT_PERMANENT
     length = len(os.fsencode(argv[-1]))
+    proctitle.start_at_own_name(PROG)  # cmdline as the C's: no interpreter in front
     area = find_area(argv[-1])
     if area is not None:
         area.show(b"." * length)
