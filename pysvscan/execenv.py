@@ -235,3 +235,27 @@ def undo_python_changes() -> None:
     for name, value in original.items():
         if current.get(name) != value:
             current[name] = value
+
+
+def settle_after_launcher(name: str) -> None:
+    """Undo what the shell launcher of a program reading stdin (scripts/multilog …)
+    changes. It execs python3 itself, so the command name `ps -C` and `pkill` see is
+    `python3`: give `name` back. And CPython refuses to start with a directory as
+    stdin, so the launcher passes one as fd PYSVSCAN_STDIN_FD: put it back on fd 0,
+    where reads fail with EISDIR as the C programs' do."""
+    try:
+        fd = os.open("/proc/self/comm", os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, os.fsencode(name)[:15])
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    stdin = os.environ.pop("PYSVSCAN_STDIN_FD", None)
+    if stdin is None:
+        return
+    try:
+        os.dup2(int(stdin), 0)
+        os.close(int(stdin))
+    except (OSError, ValueError):
+        pass

@@ -205,14 +205,7 @@ def test_readproctitle_read_error_exits_111(tree: Tree) -> None:
     assert (cp.returncode, cp.stdout, cp.stderr) == (111, b"", b"")
 
 
-PYTHON_REFUSES_DIRECTORY_STDIN = pytest.mark.xfail(strict=True, reason=(
-    "CPython refuses to start with a directory on stdin ('Fatal Python error: "
-    "init_sys_streams: <stdin> is a directory', exit 1) before any pysvscan code runs; "
-    "the C exits 111 (EISDIR). Only a launcher change could fix it."))
-
-
-@pytest.mark.parametrize("tree", [pytest.param(C, id="c"),
-                                  pytest.param(PY, id="py", marks=PYTHON_REFUSES_DIRECTORY_STDIN)])
+@pytest.mark.parametrize("tree", [pytest.param(C, id="c"), pytest.param(PY, id="py")])
 def test_readproctitle_directory_on_stdin(tree: Tree, tmp_path: Path) -> None:
     if tree is C:
         require_c_reference()

@@ -940,10 +940,7 @@ def test_stdin_closed(procs: Processes, tmp_path: Path) -> None:
         assert mode_of(root / "log" / "current") == 0o744
 
 
-@pytest.mark.parametrize("tree_", [C, pytest.param(PY, marks=pytest.mark.xfail(strict=True, reason=(
-    "CPython refuses to start with a directory on stdin ('Fatal Python error: "
-    "init_sys_streams: <stdin> is a directory', exit 1) before any pysvscan code runs; "
-    "the C treats the read error as end of input and exits 0")))], ids=["c", "py"])
+@pytest.mark.parametrize("tree_", [C, PY], ids=["c", "py"])
 def test_stdin_directory_ends_input(tmp_path: Path, tree_: Tree) -> None:
     if tree_ is C:
         require_c_reference()

@@ -24,10 +24,6 @@ OFFSET = (1 << 62) + 10
 STAMPED = re.compile(rb"@([0-9a-f]{16})([0-9a-f]{8}) ")
 ZONES = Path("/usr/share/zoneinfo")
 
-PYTHON_REFUSES_DIRECTORY_STDIN = pytest.mark.xfail(strict=True, reason=(
-    "CPython refuses to start with a directory on stdin ('Fatal Python error: "
-    "init_sys_streams: <stdin> is a directory', exit 1) before any pysvscan code runs; "
-    "the C exits 111 (EISDIR). Only a launcher change could fix it."))
 
 
 def env(tz: str | None = "UTC") -> dict[str, str]:
@@ -373,9 +369,7 @@ def test_closed_stdin_exits_111(tree: Tree, program: str) -> None:
 
 
 @pytest.mark.parametrize("program", PROGRAMS)
-@pytest.mark.parametrize("which", [pytest.param(C, id="c"),
-                                   pytest.param(PY, id="py",
-                                                marks=PYTHON_REFUSES_DIRECTORY_STDIN)])
+@pytest.mark.parametrize("which", [pytest.param(C, id="c"), pytest.param(PY, id="py")])
 def test_directory_on_stdin_exits_111(which: Tree, program: str, tmp_path: Path) -> None:
     if which is C:
         require_c_reference()

@@ -746,4 +746,5 @@ def drain(fd: int) -> None:
 
 def run() -> NoReturn:
     execenv.undo_python_changes()
+    execenv.settle_after_launcher(PROG)
     errors.run_main(PROG, main)

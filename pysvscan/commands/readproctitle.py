@@ -21,7 +21,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn
 
-from .. import errors, proctitle
+from .. import errors, execenv, proctitle
 
 PROG = "readproctitle"
 FIXED = b"..."    # the first three bytes of the area never change
@@ -91,4 +91,5 @@ def run() -> NoReturn:
     # CPython catches SIGINT; the C program dies of it (unless it was started ignored).
     if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+    execenv.settle_after_launcher(PROG)
     errors.run_main(PROG, main)

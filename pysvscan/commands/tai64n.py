@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn
 
-from .. import errors, tai64
+from .. import errors, execenv, tai64
 
 PROG = "tai64n"
 CHUNK = 1 << 20  # a pipe hands over what it has; a file fills the whole chunk
@@ -54,4 +54,5 @@ def main(argv: list[str]) -> int:
 
 def run() -> NoReturn:
     _signal.signal(_signal.SIGPIPE, _signal.SIG_DFL)  # a closed pipe ends it, as in C
+    execenv.settle_after_launcher(PROG)
     errors.run_main(PROG, main)
