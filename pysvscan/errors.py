@@ -130,6 +130,18 @@ def write_line(text: str) -> None:
         pass
 
 
+write_to_fd2 = write_line
+
+
+def divert(sink: Callable[[str], None] | None) -> None:
+    """Send every later diagnostic of this process to `sink` instead of fd 2 (None:
+    back to fd 2). svscan's journal mode sends its own lines, and those of each
+    supervise it forks, to journald this way (systemd.md §3.4). Callers reach
+    write_line through this module, so rebinding it here reaches them all."""
+    global write_line
+    write_line = sink or write_to_fd2
+
+
 def warn(prog: str, text: str, err: int | OSError | None = None) -> None:
     """`prog: warning: text[ERR]`: the program carries on."""
     write_line(f"{prog}: warning: {text}{errtext(err) if err is not None else ''}")

@@ -19,6 +19,18 @@ if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spar
     from typing import Iterator, Mapping, NoReturn, Sequence
 
 DEFAULT_PATH = "/bin:/usr/bin"
+# What systemd sets for its main process and no supervised service may see (systemd.md
+# §1.4, §2.3): with NOTIFY_SOCKET or WATCHDOG_* a service could mark pysvscan ready or
+# feed its watchdog; the others describe pysvscan.service's invocation, descriptors
+# and directories, not the service's. Last, svscan's own switches (journal mode, and
+# where journald listens), meant for one svscan and not for another run by a service.
+SYSTEMD_VARIABLES = (
+    "NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM", "INVOCATION_ID",
+    "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "FDSTORE", "MEMORY_PRESSURE_WATCH",
+    "MEMORY_PRESSURE_WRITE", "MAINPID", "MANAGERPID", "SYSTEMD_EXEC_PID",
+    "CREDENTIALS_DIRECTORY", "RUNTIME_DIRECTORY",
+    "PYSVSCAN_JOURNAL", "PYSVSCAN_JOURNAL_SOCKET",
+)
 _KEEP_SEARCHING = (errno.EACCES, errno.EPERM, errno.EISDIR)
 _UNCATCHABLE = (_signal.SIGKILL, _signal.SIGSTOP)
 

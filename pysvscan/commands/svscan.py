@@ -5,6 +5,11 @@ once, SIGALRM and SIGHUP rescan at once, SIGTERM stops every service in order (s
 first, then their loggers drain to end of input) and exits 0, and there is no limit of
 1000 services. Each supervise is forked without exec and runs the same code as the
 standalone program, sharing svscan's memory copy-on-write.
+
+Started by systemd (any of its variables in the environment, systemd.md §1.4), svscan
+runs as pysvscan.systemd_svscan instead: the same scanner, plus sd_notify messages,
+the environment clean-up of §2.3 and, in journal mode, the relay pipes of §3.4.
+Nothing of that is imported otherwise.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ LOG_DRAIN_BUDGET = 5.0  # loggers get this long to reach end of input
 KILL_GRACE = 5.0        # after `k`, a supervise that still lingers is SIGKILLed
 _CAUGHT = (signal.SIGCHLD, signal.SIGALRM, signal.SIGHUP, signal.SIGTERM)
 _CAUGHT_NUMBERS = tuple(int(sig) for sig in _CAUGHT)
+_SYSTEMD = frozenset(os.fsencode(name) for name in execenv.SYSTEMD_VARIABLES)
 
 
 
@@ -399,6 +405,9 @@ def raise_nofile() -> tuple[int, int] | None:
 def main(argv: list[str]) -> int:
     """svscan [DIR]: scan, then wait up to 5 s for a signal, forever (until SIGTERM)."""
     proctitle.make_room(len("supervise ") + proctitle.NAME_MAX + 1, argv)
+    if not _SYSTEMD.isdisjoint(os.environb):
+        from .. import systemd_svscan
+        return systemd_svscan.main(argv)
     if len(argv) > 1:
         try:
             os.chdir(argv[1])

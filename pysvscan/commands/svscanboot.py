@@ -1,8 +1,10 @@
-"""svscanboot [DIR]: svscan DIR for hosts without systemd, its output shown by readproctitle.
+"""svscanboot [DIR]: svscan DIR, its output shown by readproctitle; under systemd, svscan
+DIR in journal mode.
 
 daemontools.md §7: 0.76's /bin/sh script as Debian builds it, with one departure asked
 for: DIR is honoured (default /etc/service), where Debian's build ignores its
-arguments. svc, svscan and readproctitle are pysvscan's, from the directory this
+arguments. Started by systemd (systemd.md §4.2), it execs svscan instead, see
+choose_boot(). svc, svscan and readproctitle are pysvscan's, from the directory this
 program really lives in, never whatever PATH would find first (the C ones in /usr/bin
 on a machine that has both).
 
@@ -36,14 +38,59 @@ def main(argv: list[str]) -> int:
 
 
 def choose_boot(environ: Mapping[str, str]) -> Callable[[str, str], int]:
-    """How to start svscan.
+    """How to start svscan: systemd_boot when systemd started this process and wants
+    to hear from it or reads its output, classic_boot otherwise (systemd.md §4.2).
 
-    systemd.md §4.2 adds a systemd mode, taken when NOTIFY_SOCKET or JOURNAL_STREAM is
-    in `environ`: exec svscan (no readproctitle pipeline, no fork, no leftover
-    `svc -dx`) with PATH plus the protocol variables. That mode is its own issue and
-    does not exist yet, so every start is the classic pipeline.
+    NOTIFY_SOCKET set: a manager waits for READY=1 from its main process, which only
+    an exec'd svscan can send (a pipeline would leave svscanboot as the main pid and
+    the unit would time out). JOURNAL_STREAM naming our stderr: the output is read by
+    journald, where readproctitle would hide it in a process title. Both are checked
+    as they are now, not merely inherited: JOURNAL_STREAM and INVOCATION_ID stay in
+    the environment of everything a unit starts (a terminal emulator run as a user
+    unit passes them to every shell in it), so INVOCATION_ID alone, or a JOURNAL_STREAM
+    that no longer names fd 2, is not taken for systemd. (An svscanboot started from
+    a shell under systemd thus keeps the pipeline its user asked for.)
     """
+    if environ.get("NOTIFY_SOCKET"):
+        return systemd_boot
+    stream = environ.get("JOURNAL_STREAM")
+    if stream:
+        from ..notifier import stderr_is_journal
+        if stderr_is_journal(stream):
+            return systemd_boot
     return classic_boot
+
+
+# What systemd_boot passes on to svscan, besides PATH: the protocol variables (svscan
+# takes them and hides them from its children) and svscan's own switches.
+PASSED = (b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"WATCHDOG_PID", b"JOURNAL_STREAM",
+          b"PYSVSCAN_JOURNAL", b"PYSVSCAN_JOURNAL_SOCKET")
+
+
+def systemd_boot(dir: str, bindir: str) -> int:
+    """systemd.md §4.2: stop what an earlier svscan left running (quietly, as the
+    classic script does), then become `svscan DIR` in journal mode: exec, so that the
+    main pid, WATCHDOG_PID and NotifyAccess=main all name svscan; stdin, stdout and
+    stderr stay what systemd gave; the environment is PATH plus systemd's variables,
+    as daemontools' `env - PATH=...` gave."""
+    env = {b"PATH": os.fsencode(PATH), b"PYSVSCAN_JOURNAL": b"1"}
+    env.update((name, value) for name, value in os.environb.items() if name in PASSED)
+    try:
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    except OSError as e:
+        return errors.fatal(PROG, "unable to open /dev/null: ", e)
+    try:
+        wait_for({spawn(f"{bindir}/svc", ["svc", "-dx", *leftovers(dir)],
+                        {b"PATH": env[b"PATH"]}, stdin=null, stdout=null, stderr=null)})
+    except OSError as e:
+        return errors.fatal(PROG, "unable to fork: ", e)
+    finally:
+        os.close(null)
+    path = f"{bindir}/svscan"
+    try:
+        os.execve(path, ["svscan", dir], env)
+    except OSError as e:
+        return errors.fatal(PROG, f"unable to run {path}: ", e)
 
 
 def classic_boot(dir: str, bindir: str) -> int:
