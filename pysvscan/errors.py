@@ -118,16 +118,21 @@ def errtext(err: int | OSError | None) -> str:
     return _TEXTS.get(err, "unknown error")
 
 
-def write_line(text: str) -> None:
-    """One diagnostic line to fd 2 in a single write(); a closed stderr is not fatal.
-    Encoded as argv and file names are decoded, so an undecodable byte of theirs
-    (surrogate-escaped) goes out as the raw byte it was."""
-    data = os.fsencode(text + "\n")
+def write_fd2(data: bytes) -> None:
+    """Bytes to fd 2, in one write() when the kernel takes them; a closed stderr is
+    not fatal."""
     try:
         while data:
             data = data[os.write(2, data):]
     except OSError:
         pass
+
+
+def write_line(text: str) -> None:
+    """One diagnostic line to fd 2 in a single write(). Encoded as argv and file names
+    are decoded, so an undecodable byte of theirs (surrogate-escaped) goes out as the
+    raw byte it was."""
+    write_fd2(os.fsencode(text + "\n"))
 
 
 write_to_fd2 = write_line

@@ -316,7 +316,7 @@ class Relays:
                 except BlockingIOError as e:
                     if wait:  # it timed out before: no more waiting
                         self.fall_back(e)
-                        write_fd2(line)
+                        errors.write_fd2(line)
                     else:
                         if relay not in self.backlogged:
                             self.backlogged.append(relay)
@@ -327,7 +327,7 @@ class Relays:
                     if wait:
                         self.journal.sock.setblocking(False)
                     self.fall_back(e)
-                    write_fd2(line)
+                    errors.write_fd2(line)
                 done += 1
         finally:
             del relay.backlog[:done]
@@ -351,14 +351,6 @@ class Relays:
             self.down = True
             errors.warn(self.prog, "unable to send to the journal, writing service output "
                                    "to stderr until it is back: ", e)
-
-
-def write_fd2(data: bytes) -> None:
-    try:
-        while data:
-            data = data[os.write(2, data):]
-    except OSError:
-        pass
 
 
 def priority_of(text: str) -> int:

@@ -9,6 +9,7 @@ and nothing is ever killed by name: each test kills the process groups it starte
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -353,3 +354,32 @@ def supervise_once(procs: Processes, argv: list[str], cwd: Path,
         out, err = proc.communicate()
         return "still running", out, err
     return proc.returncode, out, err
+
+
+# -- a real journald (tests/journald_ns.sh): the system programs it takes --------------------
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+JOURNALD = Path("/lib/systemd/systemd-journald")
+JOURNAL_TOOLS = {"unshare": "util-linux", "nsenter": "util-linux", "mount": "mount",
+                 "stat": "coreutils", "journalctl": "systemd", "systemd-cat": "systemd"}
+SYSTEM_BIN: dict[str, str] = {}  # absolute paths, once require_journald() found them
+
+
+def require_journald(who: str) -> None:
+    """Fail (not skip), naming the Debian packages to install, unless a private
+    journald can be run: root, systemd-journald, and the tools around it."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root privileges (mount namespaces and tmpfs mounts)")
+    for tool, package in JOURNAL_TOOLS.items():
+        found = shutil.which(tool, path=SYSTEM_PATH)
+        if found is None:
+            missing.append(f"{tool} (Debian package {package})")
+        else:
+            SYSTEM_BIN[tool] = found
+    if not os.access(JOURNALD, os.X_OK):
+        missing.append(f"{JOURNALD} (Debian package systemd)")
+    if missing:
+        pytest.fail(f"{who} need a real systemd-journald in a private mount namespace; "
+                    "missing: " + ", ".join(missing) + ". Install the Debian packages "
+                    "systemd and util-linux, and run as root.", pytrace=False)

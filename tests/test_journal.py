@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -27,42 +26,21 @@ from typing import Iterator
 
 import pytest
 
-from conftest import OUR_BIN, Processes, alive, wait_until
+from conftest import (alive, JOURNALD, OUR_BIN, Processes, require_journald,
+                      SYSTEM_BIN as BIN, wait_until)
 
 HERE = Path(__file__).resolve().parent
 JOURNALD_NS = HERE / "journald_ns.sh"
-JOURNALD = Path("/lib/systemd/systemd-journald")
 MULTILOG = str(OUR_BIN / "multilog")
 PYTHON = str(OUR_BIN / "python") if (OUR_BIN / "python").exists() else sys.executable
 J_LIMIT = 65536
 WARNING = b"multilog: warning: "
 
 
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-# system programs, by absolute path once found; their Debian packages
-TOOLS = {"unshare": "util-linux", "nsenter": "util-linux", "mount": "mount", "stat": "coreutils",
-         "journalctl": "systemd", "systemd-cat": "systemd"}
-BIN: dict[str, str] = {}
 
 
 def require_tools() -> None:
-    """Fail (not skip) naming the Debian packages to install when something is missing."""
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root privileges (mount namespaces and tmpfs mounts)")
-    for tool, package in TOOLS.items():
-        found = shutil.which(tool, path=SYSTEM_PATH)
-        if found is None:
-            missing.append(f"{tool} (Debian package {package})")
-        else:
-            BIN[tool] = found
-    if not os.access(JOURNALD, os.X_OK):
-        missing.append(f"{JOURNALD} (Debian package systemd)")
-    if missing:
-        pytest.fail("the journal tests need a real systemd-journald in a private mount "
-                    "namespace; missing: " + ", ".join(missing)
-                    + ". Install the Debian packages systemd and util-linux, and run as root.",
-                    pytrace=False)
+    require_journald("the journal tests")
 
 
 # -- the namespace ------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -23,35 +22,16 @@ from typing import Iterator
 
 import pytest
 
-from conftest import OUR_BIN, Processes, alive, make_service, status_pid, wait_until
+from conftest import (alive, JOURNALD, make_service, OUR_BIN, Processes, require_journald,
+                      status_pid, SYSTEM_BIN as BIN, wait_until)
 
 HERE = Path(__file__).resolve().parent
 JOURNALD_NS = HERE / "journald_ns.sh"
-JOURNALD = Path("/lib/systemd/systemd-journald")
-SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
-TOOLS = {"unshare": "util-linux", "nsenter": "util-linux", "mount": "mount",
-         "journalctl": "systemd", "systemd-cat": "systemd", "stat": "coreutils"}
-BIN: dict[str, str] = {}
 PATH = "/usr/bin:/bin"
 
 
 def require_tools() -> None:
-    """Fail (not skip) naming what to install."""
-    missing = []
-    if os.geteuid() != 0:
-        missing.append("root privileges (mount namespaces and tmpfs mounts)")
-    for tool, package in TOOLS.items():
-        found = shutil.which(tool, path=SYSTEM_PATH)
-        if found is None:
-            missing.append(f"{tool} (Debian package {package})")
-        else:
-            BIN[tool] = found
-    if not os.access(JOURNALD, os.X_OK):
-        missing.append(f"{JOURNALD} (Debian package systemd)")
-    if missing:
-        pytest.fail("svscan's journal tests need a real systemd-journald in a private mount "
-                    "namespace; missing: " + ", ".join(missing) + ". Install the Debian "
-                    "packages systemd and util-linux, and run as root.", pytrace=False)
+    require_journald("svscan's journal tests")
 
 
 class Journald:

@@ -137,7 +137,7 @@ class Lines:
     def say(self, first: int = 0, end: int | None = None) -> None:
         """Print the `e` output of lines first..end-1 on stderr."""
         if self.said:
-            write_stderr(b"".join(self.said[first:end]))
+            errors.write_fd2(b"".join(self.said[first:end]))
 
     def logged(self) -> list[bytes]:
         """Each line as logged, without its newline."""
@@ -266,14 +266,6 @@ def stderr_lines(bufs: list[bytes], selections: list[list[bool] | None]) -> list
         return shown if chosen is None else [s if c else b"" for s, c in zip(shown, chosen)]
     return [b"".join(text for chosen in selections if chosen is None or chosen[i])
             for i, text in enumerate(shown)]
-
-
-def write_stderr(data: bytes) -> None:
-    try:
-        while data:
-            data = data[os.write(2, data):]
-    except OSError:
-        pass
 
 
 def apply(match: Callable[[bytes], object], bufs: list[bytes], selected: list[bool],
