@@ -7,8 +7,9 @@ APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # Packages the tests need: the C daemontools as the reference (the test oracle only),
 # util-linux's setpriv for running supervise as an unprivileged user, and man-db
 # with groff for checking that every man page renders without warnings; time (GNU)
-# for the benchmarks' peak-memory figures.
-TEST_DEBS := daemontools util-linux procps man-db groff-base time
+# for the benchmarks' peak-memory figures; python3-systemd and systemd (for
+# systemd-notify) as real clients of supervise's notify socket.
+TEST_DEBS := daemontools util-linux procps man-db groff-base time python3-systemd systemd
 
 .PHONY: run test bench venv test-deps clean
 

@@ -5,6 +5,10 @@ Debian's two behavioural patches (dangling `supervise` symlink, retry after a fa
 fork). The same code runs standalone and in a child that svscan forks without exec.
 """
 
+# A service directory with `sd-notify`, `watchdog` or `notification-fd` gets the subclass
+# in pysvscan.notify_server instead (readiness, watchdog, notify socket: systemd.md §2).
+# That module is imported only then, so every other service runs exactly the code below.
+
 from __future__ import annotations
 
 import errno
@@ -29,6 +33,7 @@ IDLE_TIMEOUT = 3600.0
 _SIGCHLD = int(signal.SIGCHLD)
 _SIGNAL_BYTES = {"a": signal.SIGALRM, "h": signal.SIGHUP, "k": signal.SIGKILL,
                  "t": signal.SIGTERM, "i": signal.SIGINT}
+NOTIFY_FILES = ("sd-notify", "watchdog", "notification-fd")  # opting in (notify_server)
 
 
 class Supervisor:
@@ -242,15 +247,17 @@ def drain(fd: int) -> bool:
             return got
 
 
-def exec_run(dir: str, ignored: tuple[int, ...], blocked: bool) -> NoReturn:
+def exec_run(dir: str, ignored: tuple[int, ...], blocked: bool,
+             env: dict[bytes, bytes] | None = None) -> NoReturn:
     """The forked child: clean signal state, then ./run with argv ['./run'], no PATH.
 
     Only what exec would keep is undone (ignored signals, a mask): a restart's
     latency is mostly this child's work, and resetting all 64 signals doubles it.
     """
+    # `env`: only for a service that opted in to notification (notify_server)
     try:
         execenv.clean_exec_signals(ignored, blocked)
-        os.execve("./run", ["./run"], execenv.exec_environment())
+        os.execve("./run", ["./run"], execenv.exec_environment() if env is None else env)
     except OSError as e:
         errors.fatal(PROG, f"unable to start {dir}/run: ", e)
     finally:  # whatever happens, this child never returns into supervise's loop
@@ -307,6 +314,17 @@ def prepare(dir: str) -> Supervisor | int:
             want_up = True
         except OSError as e:
             return errors.fatal(PROG, f"unable to stat {dir}/down: ", e)
+        # Readiness and watchdog files (systemd.md §2.2), read now and only now, like
+        # `down`. Any other service costs three access() calls here and nothing else:
+        # the server is imported only for a directory that has one of the files.
+        # access(), not stat(): no exception raised per service in svscan's prepare
+        # loop. A name that cannot be looked up (dangling symlink, loop) counts as absent.
+        notify = None
+        for name in NOTIFY_FILES:
+            if os.access(name, os.F_OK):
+                from .. import notify_server
+                notify = notify_server.read_config(dir)
+                break
         if (failed := make_supervise_dir(dir)) is not None:
             return failed
         try:
@@ -324,7 +342,10 @@ def prepare(dir: str) -> Supervisor | int:
             opened.append(fifo.open_writer("supervise/control"))
         except OSError as e:
             return errors.fatal(PROG, f"unable to write {dir}/supervise/control: ", e)
-        sv = Supervisor(dir, wakeup_r, control, want_up)
+        if notify is None:
+            sv = Supervisor(dir, wakeup_r, control, want_up)
+        else:  # after the lock: the socket's stale path is ours to replace
+            sv = notify.supervisor(dir, wakeup_r, control, want_up, opened)
         sv.pid_change()
         sv.announce()
         fifo.make("supervise/ok")

@@ -1,4 +1,8 @@
-"""svstat DIR ...: one line per directory from supervise/status, as daemontools 0.76."""
+"""svstat DIR ...: one line per directory from supervise/status, as daemontools 0.76.
+
+A service that opted in to readiness notification gets `, ready N seconds` or
+`, not ready` appended (systemd.md §2.6); every other line is the C's.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,10 @@ from ..status import WANT_DOWN, WANT_UP, Status
 
 PROG = "svstat"
 BUFFER = 1024  # the C buffer_1: output leaves in 1 KiB writes
+# supervise.NOTIFY_FILES and notify_server.NOTIFY_STATE, not imported: their modules'
+# imports would cost svstat's start-up
+NOTIFY_FILES = ("sd-notify", "watchdog", "notification-fd")
+NOTIFY_STATE = "supervise/notify-state"
 
 
 def describe(dir: str, now: int) -> str:
@@ -25,7 +33,10 @@ def describe(dir: str, now: int) -> str:
     found = status.probe()
     if found.error is not None or found.status is None:
         return found.error or ""
-    return line(found.status, found.normally_up, now)
+    text = line(found.status, found.normally_up, now)
+    if found.status.pid:  # services that opted in to readiness (systemd.md §2.6)
+        text += readiness(found.status.pid, now)
+    return text
 
 
 def line(st: Status, normally_up: bool, now: int) -> str:
@@ -43,6 +54,34 @@ def line(st: Status, normally_up: bool, now: int) -> str:
     if st.pid and st.want == WANT_DOWN:
         text += ", want down"
     return text
+
+
+def readiness(pid: int, now: int) -> str:
+    """The suffix for a service that is up: `, ready N seconds` or `, not ready`, from
+    supervise/notify-state (notify_server.write_state), which only a supervise serving
+    an opted-in service writes; '' when there is no such file or the service no longer
+    opts in. A state left from another pid means the new run is not ready."""
+    try:
+        fd = os.open(NOTIFY_STATE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        data = os.read(fd, 8192)
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+    if not any(os.access(name, os.F_OK) for name in NOTIFY_FILES):
+        return ""
+    fields = dict(entry.partition(b"=")[::2] for entry in data.split(b"\n"))
+    ready = fields.get(b"ready", b"")
+    if fields.get(b"pid") != b"%d" % pid or len(ready) != 25 or ready[:1] != b"@":
+        return ", not ready"
+    try:
+        when = int(ready[1:17], 16)
+    except ValueError:
+        return ", not ready"
+    return f", ready {int(float(max(0, now - when)))} seconds"
 
 
 def main(argv: list[str]) -> int:
