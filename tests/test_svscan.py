@@ -761,7 +761,8 @@ def test_children_reaped_at_once_and_restarted(py_tree: Tree, procs: Processes,
     s = start_one(py_tree, procs, tmp_path / "py", build)
     wait_until(lambda: s.ready("x", "y", up=False), 15, message="x and y supervised")
 
-    [old_x] = s.at("service/x")
+    [old_x] = wait_until(lambda: s.at("service/x"), 5,  # `ok` is held before the
+                      message="supervise x in its directory")  # child gets there
     os.kill(old_x, signal.SIGKILL)
     killed = time.monotonic()
     wait_until(lambda: proc_state(old_x) is None, 2.5,
@@ -773,7 +774,8 @@ def test_children_reaped_at_once_and_restarted(py_tree: Tree, procs: Processes,
 
     # A scan has just happened: the next periodic one is about 5 s away. Reaping and the
     # restart of y within 4 s of it are therefore due to SIGCHLD and SIGALRM.
-    [old_y] = s.at("service/y")
+    [old_y] = wait_until(lambda: s.at("service/y"), 5,  # `ok` is held before the
+                      message="supervise y in its directory")  # child gets there
     os.kill(old_y, signal.SIGKILL)
     wait_until(lambda: proc_state(old_y) is None, 2.5,
                message=f"the killed supervise {old_y} to be reaped")
