@@ -82,7 +82,6 @@ class Scanner:
         self.inherited = inherited
         self.nofile = nofile  # the soft limit children get back, if svscan raised it
         self.here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        self.gate: tuple[int, int] | None = None  # see wait_at_gate
 
     # -- starting supervise ------------------------------------------------------
 
@@ -133,35 +132,10 @@ class Scanner:
         """
         if len(todo) >= self.SHARE_FILES:
             self.create_files_ahead(todo)
-            self.gate = os.pipe2(os.O_CLOEXEC)
-        try:
-            for first in range(0, len(todo), self.BATCH):
-                batch = [job for job in todo[first:first + self.BATCH] if self.prepare(job)]
-                if batch:
-                    self.fork_all(batch)
-        finally:
-            if self.gate:  # every supervise of this scan is forked: let them all go
-                os.close(self.gate[1])
-                os.close(self.gate[0])
-                self.gate = None
-
-    def wait_at_gate(self) -> None:
-        """In a child of a large scan: wait until svscan has forked them all.
-
-        Started at once, hundreds of supervise would take the CPU from svscan while it
-        still has most of them to prepare and fork; the C's svscan, which only forks and
-        execs, has no such stretch. Each child drops its copy of the write end, so the
-        read end sees end-of-file when svscan closes the last one (or dies)."""
-        if self.gate is None:
-            return
-        read_end, write_end = self.gate
-        os.close(write_end)
-        try:
-            while os.read(read_end, 1):
-                pass
-        except OSError:
-            pass
-        os.close(read_end)
+        for first in range(0, len(todo), self.BATCH):
+            batch = [job for job in todo[first:first + self.BATCH] if self.prepare(job)]
+            if batch:
+                self.fork_all(batch)
 
     def create_files_ahead(self, todo: list[Launch]) -> None:
         """Fork a helper that creates what supervise needs on disk, from the last
@@ -234,12 +208,6 @@ class Scanner:
         """In the child: what exec would have given a fresh supervise, then its loop."""
         for sig in _CAUGHT_NUMBERS:  # svscan's wake-up handlers, gone; supervise arms its own
             _signal.signal(sig, _signal.SIG_DFL)
-        if self.title:
-            try:  # computed by svscan before the fork: only the writes happen here
-                self.title.show(job.image, b"supervise")
-            except OSError:
-                pass
-        self.wait_at_gate()
         try:
             if job.stdin is not None:
                 os.dup2(job.stdin, 0)
@@ -257,6 +225,11 @@ class Scanner:
         except OSError as e:  # in the C, the log's child fails to chdir to NAME
             errors.warn(PROG, f"unable to switch to {job.service.name}: ", e)
             return errors.EXIT_TEMPORARY
+        if self.title:
+            try:  # computed by svscan before the fork: only the writes happen here
+                self.title.show(job.image, b"supervise")
+            except OSError:
+                pass
         assert job.supervisor is not None
         job.supervisor.arm()
         return job.supervisor.serve()
