@@ -195,22 +195,23 @@ def one_line(text: str) -> str:
 def service_state(dir: str) -> tuple[bool, bool | None]:
     """(up, ready) of one service directory: up from supervise/status's pid, ready
     from supervise/notify-state (None: the service does not notify)."""
-    up = False
+    pid = 0
     try:
         with open(f"{dir}/supervise/status", "rb") as f:
             data = f.read(18)
-        up = len(data) >= 18 and data[12:16] != b"\0\0\0\0"
+        if len(data) >= 18:
+            pid = int.from_bytes(data[12:16], "little")
     except OSError:
         pass
     try:
         with open(f"{dir}/supervise/notify-state", "rb") as f:
             state = f.read(4096)
     except OSError:
-        return up, None
-    for line in state.split(b"\n"):
-        if line.startswith(b"ready="):
-            return up, up and len(line) > len(b"ready=")
-    return up, False
+        return bool(pid), None
+    # as svstat reads it: a state left by another run (another pid) is not readiness
+    fields = dict(line.partition(b"=")[::2] for line in state.split(b"\n"))
+    ready = bool(pid) and fields.get(b"pid") == b"%d" % pid and bool(fields.get(b"ready"))
+    return bool(pid), ready
 
 
 def summary(names: list[str], last_error: tuple[float, str] | None) -> str:

@@ -743,3 +743,23 @@ def test_svscanboot_under_systemd_for_real(procs: Processes, tmp_path: Path,
     boot.send_signal(signal.SIGTERM)
     notify.wait(lambda m: "STOPPING" in m, what="STOPPING=1")
     assert boot.wait(timeout=20) == 0
+
+
+def test_status_summary_counts_readiness_of_the_current_run_only(tmp_path: Path) -> None:
+    """STATUS='s ready count reads supervise/notify-state as svstat does: a state left
+    by an earlier run (another pid) is not readiness; no state file: not notifying."""
+    from pysvscan import notifier
+    from pysvscan.status import Status
+    (tmp_path / "a" / "supervise").mkdir(parents=True)
+    (tmp_path / "b" / "supervise").mkdir(parents=True)
+    (tmp_path / "c" / "supervise").mkdir(parents=True)
+    for name, pid in (("a", 101), ("b", 202), ("c", 0)):
+        status = Status(4611686018427387914 + 1_700_000_000, 0)
+        status.pid = pid
+        (tmp_path / name / "supervise" / "status").write_bytes(status.pack())
+    ready = b"ready=@4000000065a0000000000000\n"
+    (tmp_path / "a" / "supervise" / "notify-state").write_bytes(b"pid=101\n" + ready)
+    (tmp_path / "b" / "supervise" / "notify-state").write_bytes(b"pid=999\n" + ready)
+    assert notifier.service_state(str(tmp_path / "a")) == (True, True)
+    assert notifier.service_state(str(tmp_path / "b")) == (True, False)
+    assert notifier.service_state(str(tmp_path / "c")) == (False, None)
