@@ -238,7 +238,10 @@ def test_client_reports_ready_after_a_delay(services: Services, client: str) -> 
     assert "socket:" not in (d / "fds").read_text(), (d / "fds").read_text()
     assert (d / "signals").read_text() == "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     if client == "systemd-notify":
-        rc, ms = (d / "notify-result").read_text().split()
+        result = d / "notify-result"  # written by ./run once systemd-notify has returned
+        wait_until(lambda: result.exists() and result.read_text().endswith("\n"), 10,
+                   message="systemd-notify --ready to return")
+        rc, ms = result.read_text().split()
         assert rc == "0" and int(ms) < 2000, f"systemd-notify --ready: exit {rc} after {ms} ms"
         assert "refused" not in services.stderr(d), services.stderr(d)
 
