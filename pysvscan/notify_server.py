@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # typing costs start-up time and memory shared by every child
 
 from . import errors, execenv, tai64
 from .commands.supervise import (FORK_FAILURE_PAUSE, IDLE_TIMEOUT, PROG, START_PAUSE,
-                                 Supervisor, drain, exec_run)
+                                 Supervisor, drain, exec_run, replace_file)
 
 # The directory of path sockets; tests point it elsewhere (abstract-name fallback).
 NOTIFY_DIR = os.environ.get("PYSVSCAN_NOTIFY_DIR", "/run/pysvscan/notify")
@@ -203,28 +203,6 @@ def bind_path(sock: _socket.socket, path: str) -> str | None:
 def write_socket_file(dir: str, address: str) -> None:
     """supervise/notify-socket: the NOTIFY_SOCKET value, one line, for tools."""
     replace_file(dir, SOCKET_FILE, os.fsencode(address) + b"\n")
-
-
-def replace_file(dir: str, path: str, data: bytes) -> None:
-    """Write path.new and rename it over path; each failure only warns, as for status."""
-    new = f"{path}.new"
-    try:
-        fd = os.open(new, os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
-                     0o644)
-    except OSError as e:
-        return errors.warn(PROG, f"unable to open {dir}/{new}: ", e)
-    try:
-        written = os.write(fd, data)
-    except OSError as e:
-        return errors.warn(PROG, f"unable to write {dir}/{new}: ", e)
-    finally:
-        os.close(fd)
-    if written < len(data):
-        return errors.warn(PROG, f"unable to write {dir}/{new}: partial write")
-    try:
-        os.rename(new, path)
-    except OSError as e:
-        errors.warn(PROG, f"unable to rename {dir}/{new} to {path.rpartition('/')[2]}: ", e)
 
 
 def service_environment(address: str, watchdog: float) -> dict[bytes, bytes]:

@@ -91,26 +91,7 @@ class Supervisor:
         """Write status.new and rename it over status; each failure only warns."""
         self.status.paused = int(self.paused) if self.pid else 0
         self.status.want = (WANT_UP if self.want_up else WANT_DOWN) if self.want else WANT_NONE
-        data = self.status.pack()
-        try:
-            fd = os.open("supervise/status.new",
-                         os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
-                         0o644)
-        except OSError as e:
-            return errors.warn(PROG, f"unable to open {self.dir}/supervise/status.new: ", e)
-        try:
-            written = os.write(fd, data)
-        except OSError as e:
-            return errors.warn(PROG, f"unable to write {self.dir}/supervise/status.new: ", e)
-        finally:
-            os.close(fd)
-        if written < len(data):
-            return errors.warn(PROG, f"unable to write {self.dir}/supervise/status.new: "
-                                     "partial write")
-        try:
-            os.rename("supervise/status.new", "supervise/status")
-        except OSError as e:
-            errors.warn(PROG, f"unable to rename {self.dir}/supervise/status.new to status: ", e)
+        replace_file(self.dir, "supervise/status", self.status.pack())
 
     # -- the service -------------------------------------------------------------
 
@@ -231,6 +212,29 @@ class Supervisor:
             if self.reap():
                 return
             self.command(self.read_command())
+
+
+def replace_file(dir: str, path: str, data: bytes) -> None:
+    """Write path.new and rename it over path (supervise/status, notify-state …), so a
+    reader never sees half a file; each failure only warns, in the C's words."""
+    new = f"{path}.new"
+    try:
+        fd = os.open(new, os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
+                     0o644)
+    except OSError as e:
+        return errors.warn(PROG, f"unable to open {dir}/{new}: ", e)
+    try:
+        written = os.write(fd, data)
+    except OSError as e:
+        return errors.warn(PROG, f"unable to write {dir}/{new}: ", e)
+    finally:
+        os.close(fd)
+    if written < len(data):
+        return errors.warn(PROG, f"unable to write {dir}/{new}: partial write")
+    try:
+        os.rename(new, path)
+    except OSError as e:
+        errors.warn(PROG, f"unable to rename {dir}/{new} to {path.rpartition('/')[2]}: ", e)
 
 
 def drain(fd: int) -> bool:
