@@ -56,28 +56,22 @@ class SystemdScanner(Scanner):
     def supervise_sink(self, job: Launch) -> Callable[[str], None] | None:
         return None  # fd 2, as in classic svscan
 
-    def wait_for(self, pids: set[int], seconds: float, wakeup: int) -> set[int]:
-        """Scanner.wait_for, during which the relay pipes are still read, and systemd
-        is told that the shutdown takes time and the loop is alive."""
-        deadline = time.monotonic() + seconds
-        poller = select.poll()
-        poller.register(wakeup, select.POLLIN)
+    def watch_while_waiting(self, poller: select.poll) -> None:
+        """During the shutdown's waits the relay pipes are still read."""
         if self.relays:
             self.relays.watch(poller)
-        while True:
-            self.reap()
-            alive = {p for p in pids if self.owner(p)}
-            left = deadline - time.monotonic()
-            if not alive or left <= 0:
-                return alive
-            if self.told:
-                self.told.still_stopping()
-            if self.relays:
-                left = min(left, self.relays.next_flush())
-            events = poller.poll(min(left, 0.5) * 1000)
-            if self.relays:
-                self.relays.pump(events)
-            supervise.drain(wakeup)
+
+    def pause(self, poller: select.poll, seconds: float, wakeup: int) -> None:
+        """Scanner.pause, telling systemd that the shutdown takes time and the loop is
+        alive, and pumping the relay pipes."""
+        if self.told:
+            self.told.still_stopping()
+        if self.relays:
+            seconds = min(seconds, self.relays.next_flush())
+        events = poller.poll(seconds * 1000)
+        if self.relays:
+            self.relays.pump(events)
+        supervise.drain(wakeup)
 
 
 class JournalLaunch(Launch):

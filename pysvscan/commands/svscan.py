@@ -320,14 +320,22 @@ class Scanner:
         deadline = time.monotonic() + seconds
         poller = select.poll()
         poller.register(wakeup, select.POLLIN)
+        self.watch_while_waiting(poller)
         while True:
             self.reap()
             alive = {p for p in pids if self.owner(p)}
             left = deadline - time.monotonic()
             if not alive or left <= 0:
                 return alive
-            if poller.poll(min(left, 0.5) * 1000):
-                supervise.drain(wakeup)
+            self.pause(poller, min(left, 0.5), wakeup)
+
+    def watch_while_waiting(self, poller: select.poll) -> None:
+        """More descriptors wait_for() must serve (systemd mode: the relay pipes)."""
+
+    def pause(self, poller: select.poll, seconds: float, wakeup: int) -> None:
+        """One wait of wait_for(), up to `seconds`, ended early by a signal."""
+        if poller.poll(seconds * 1000):
+            supervise.drain(wakeup)
 
     def owner(self, pid: int) -> Service | None:
         for sv in self.services.values():
