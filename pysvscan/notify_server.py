@@ -39,8 +39,10 @@ from . import errors, execenv, tai64
 from .commands.supervise import (FORK_FAILURE_PAUSE, IDLE_TIMEOUT, PROG, START_PAUSE,
                                  Supervisor, drain, exec_run, replace_file)
 
-# The directory of path sockets; tests point it elsewhere (abstract-name fallback).
-NOTIFY_DIR = os.environ.get("PYSVSCAN_NOTIFY_DIR", "/run/pysvscan/notify")
+# The directory of path sockets, made by tmpfiles.d (systemd) or svscanboot (sysvinit);
+# tests point it elsewhere (abstract-name fallback).
+DEFAULT_NOTIFY_DIR = "/run/pysvscan/notify"
+NOTIFY_DIR = os.environ.get("PYSVSCAN_NOTIFY_DIR", DEFAULT_NOTIFY_DIR)
 SOCKET_FILE = "supervise/notify-socket"
 NOTIFY_STATE = "supervise/notify-state"  # read by svstat (svstat.NOTIFY_STATE)
 MESSAGE_MAX = 4096        # systemd's NOTIFY_BUFFER_MAX: longer datagrams are dropped

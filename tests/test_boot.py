@@ -17,10 +17,12 @@ svscanboot runs in its own session and the `procs` fixture kills its process gro
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import sys
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import termios
@@ -29,12 +31,22 @@ from pathlib import Path
 import pytest
 
 from conftest import (C, PY, Processes, Tree, alive, make_service, require_c_reference,
-                      start_supervise, status_pid, wait_until, write_script)
+                      require_journald, start_supervise, status_pid, wait_until, write_script)
 
 BOOT_PATH = ("/command:/usr/local/bin:/usr/local/sbin:/bin:/sbin:/usr/bin:/usr/sbin:"
              "/usr/X11R6/bin")
 DOTS = "." * 400
 ENV = {"PATH": "/usr/bin:/bin"}
+JOURNALD_NS = Path(__file__).resolve().parent / "journald_ns.sh"
+
+
+def private_run() -> list[str]:
+    """Run a real svscanboot with an empty /run of its own when root: it makes
+    /run/pysvscan/notify, which the host's /run must not get from a test. (Another
+    user cannot make it anyway.) The script's shell adds PWD: env takes it out again."""
+    if os.geteuid() != 0:
+        return []
+    return [str(JOURNALD_NS), "--no-journald", "--", "/usr/bin/env", "-u", "PWD"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,7 +298,7 @@ def expected_leftovers(dir: Path) -> list[bytes]:
 
 def run_boot(procs: Processes, bindir: Path, *args: str, env: dict[str, str],
              pass_fds: tuple[int, ...] = ()) -> tuple[int, bytes, bytes]:
-    proc = procs.start([str(bindir / "svscanboot"), *args], env=env, stdout=subprocess.PIPE,
+    proc = procs.start([*private_run(), str(bindir / "svscanboot"), *args], env=env, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, pass_fds=pass_fds)
     out, err = proc.communicate(timeout=10)
     return proc.returncode, out, err
@@ -379,7 +391,7 @@ def test_svscanboot_boots_a_service_directory(procs: Processes, tmp_path: Path) 
     old_pids = [wait_until(lambda d=d: status_pid(d), timeout=10, message=f"{d} up")
                 for d in (old, old / "log")]
 
-    boot = procs.start([PY.bin("svscanboot"), str(root)], env={**ENV, "JUNK": "1"},
+    boot = procs.start([*private_run(), PY.bin("svscanboot"), str(root)], env={**ENV, "JUNK": "1"},
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     # `svc -dx DIR/* DIR/*/log`: both leftovers stop their service and exit
@@ -413,10 +425,30 @@ def test_svscanboot_boots_a_service_directory(procs: Processes, tmp_path: Path) 
     assert boot.poll() is None  # svscanboot stays the parent of the pipeline
 
 
+def test_svscanboot_makes_the_notify_directory(procs: Processes, tmp_path: Path) -> None:
+    """Where no tmpfiles.d made it (a sysvinit host), svscanboot makes the directory of
+    supervise's notify sockets, so a service that opts in gets a path socket under it."""
+    require_journald("svscanboot's /run/pysvscan test needs a private /run and it")
+    root = tmp_path / "service"
+    ready = make_service(root, "ready", SLEEP)
+    (ready / "sd-notify").write_text("main\n")
+    boot = procs.start([*private_run(), PY.bin("svscanboot"), str(root)], env=ENV,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    socket_file = ready / "supervise" / "notify-socket"
+    wait_until(socket_file.exists, timeout=10, message="supervise's notify-socket file")
+    digest = hashlib.sha256(os.fsencode(os.path.realpath(ready))).hexdigest()[:16]
+    assert socket_file.read_text() == f"/run/pysvscan/notify/{digest}.sock\n"
+    # The namespace's /run, seen through the process's root.
+    seen = Path(f"/proc/{boot.pid}/root/run/pysvscan")
+    for d in (seen, seen / "notify"):
+        assert stat.S_IMODE(d.stat().st_mode) == 0o755 and d.is_dir()
+    assert stat.S_ISSOCK((seen / "notify" / f"{digest}.sock").stat().st_mode)
+
+
 def test_svscanboot_ends_with_the_pipeline(procs: Processes, tmp_path: Path) -> None:
     """svscan cannot start: nothing holds the pipe any more, readproctitle reaches end
     of input and svscanboot exits with its status, 0."""
-    boot = procs.start([PY.bin("svscanboot"), str(tmp_path / "missing")], env=ENV,
+    boot = procs.start([*private_run(), PY.bin("svscanboot"), str(tmp_path / "missing")], env=ENV,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out, err = boot.communicate(timeout=10)
     assert (boot.returncode, out, err) == (0, b"", b"")

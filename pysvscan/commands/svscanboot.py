@@ -6,7 +6,8 @@ for: DIR is honoured (default /etc/service), where Debian's build ignores its
 arguments. Started by systemd (systemd.md §4.2), it execs svscan instead, see
 choose_boot(). svc, svscan and readproctitle are pysvscan's, from the directory this
 program really lives in, never whatever PATH would find first (the C ones in /usr/bin
-on a machine that has both).
+on a machine that has both). Before svscan starts, it makes /run/pysvscan/notify where
+no tmpfiles.d did (make_notify_dir).
 
 Like the shell, this process stays the parent of the pipeline and ends with
 readproctitle's status once both ends are gone (for as long as any supervise or
@@ -106,6 +107,7 @@ def classic_boot(dir: str, bindir: str) -> int:
         wait_for({spawn(f"{bindir}/svc", ["svc", "-dx", *leftovers(dir)], shell_env)})
     except OSError as e:
         return errors.fatal(PROG, "unable to fork: ", e)
+    make_notify_dir()
     try:
         read_end, write_end = os.pipe()
     except OSError as e:
@@ -121,6 +123,19 @@ def classic_boot(dir: str, bindir: str) -> int:
     os.close(read_end)
     os.close(write_end)
     return wait_for({scanner, display}).get(display, errors.EXIT_TEMPORARY)
+
+
+def make_notify_dir() -> None:
+    """What tmpfiles.d does at boot under systemd, for a host without it (systemd.md
+    §4.5): the directory of supervise's notify sockets, 0755 so that services of any
+    uid reach them. Failing (not root) is no error: supervise then uses abstract names."""
+    from ..notify_server import DEFAULT_NOTIFY_DIR
+    for path in (os.path.dirname(DEFAULT_NOTIFY_DIR), DEFAULT_NOTIFY_DIR):
+        try:
+            os.mkdir(path, 0o755)
+            os.chmod(path, 0o755)  # whatever the umask
+        except OSError:
+            pass
 
 
 def programs_dir(argv0: str) -> str:
