@@ -155,17 +155,17 @@ def clean_exec_signals(ignored: tuple[int, ...], blocked: bool) -> None:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
 
 
-def reap_exited() -> Iterator[int]:
-    """The pid of each child that has exited, without blocking (waitpid WNOHANG).
-    A caller may stop early: the rest stay zombies until the next call."""
+def reap_exited() -> Iterator[tuple[int, int]]:
+    """(pid, wait status) of each child that has exited, without blocking (waitpid
+    WNOHANG). A caller may stop early: the rest stay zombies until the next call."""
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
             return
-        yield pid
+        yield pid, status
 
 
 def ranges_to_close(first: int, keep: frozenset[int] = frozenset()) -> list[tuple[int, int]]:

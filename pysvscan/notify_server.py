@@ -332,6 +332,7 @@ class NotifySupervisor(Supervisor):
             self.exec_service(pipe)
         self.paused = False
         self.pid = child
+        self.starts += 1
         self.pid_change()
         if pipe is not None:
             os.close(pipe[1])
@@ -340,6 +341,8 @@ class NotifySupervisor(Supervisor):
             self.idle.register(self.pipe, select.POLLIN)
             self.pausing.register(self.pipe, select.POLLIN)
         self.announce()
+        if after_death:
+            self.write_history()
         self.deep_sleep(START_PAUSE)
 
     def exec_service(self, pipe: tuple[int, int] | None) -> NoReturn:

@@ -34,6 +34,10 @@ _SIGCHLD = int(signal.SIGCHLD)
 _SIGNAL_BYTES = {"a": signal.SIGALRM, "h": signal.SIGHUP, "k": signal.SIGKILL,
                  "t": signal.SIGTERM, "i": signal.SIGINT}
 NOTIFY_FILES = ("sd-notify", "watchdog", "notification-fd")  # opting in (notify_server)
+# pysvscan's extra file next to the 18-byte status: starts, exits, the last exit and the
+# exits of the last RECENT seconds (for `pysvscan status` and `pysvscan doctor`).
+HISTORY = "supervise/history"
+RECENT = 60.0
 
 
 class Supervisor:
@@ -45,7 +49,7 @@ class Supervisor:
 
     __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
                  "paused", "exiting", "retry_start", "woken", "status", "fds", "exec_ignored",
-                 "exec_blocked")
+                 "exec_blocked", "starts", "exits", "last_exit", "recent")
 
     def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
         self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
@@ -59,6 +63,9 @@ class Supervisor:
         self.retry_start = False      # Debian 20.3: start again after the fork-failure sleep
         self.woken = False            # a wake-up byte was drained during a pause
         self.status = Status(*tai64.now())
+        self.starts = self.exits = 0
+        self.last_exit = ""                       # `exit 1 pid 123 at @4000…`, when known
+        self.recent: list[tuple[float, str]] = []  # (monotonic, label) of recent exits
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
         # what ./run must not inherit: computed here, where svscan runs this (shared)
         self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
@@ -117,8 +124,11 @@ class Supervisor:
             exec_run(self.dir, self.exec_ignored, self.exec_blocked)
         self.paused = False
         self.pid = child
+        self.starts += 1
         self.pid_change()
         self.announce()
+        if after_death:  # after the restart: the history must not delay it
+            self.write_history()
         self.deep_sleep(START_PAUSE)
 
     def signal_service(self, sig: int) -> None:
@@ -141,8 +151,9 @@ class Supervisor:
 
     def reap(self) -> bool:
         """Reap until the service is found, as supervise.c does; True: leave the loop."""
-        for child in execenv.reap_exited():
+        for child, status in execenv.reap_exited():
             if child == self.pid:
+                self.note_exit(status)
                 if not self.exiting and self.want and self.want_up:
                     self.try_start(after_death=True)
                     return False
@@ -154,6 +165,28 @@ class Supervisor:
         self.pid = 0
         self.pid_change()
         self.announce()
+        self.write_history()
+
+    # -- supervise/history (pysvscan) ----------------------------------------------
+
+    def note_exit(self, status: int) -> None:
+        """Remember how the service ended; written out by write_history."""
+        code = os.waitstatus_to_exitcode(status)
+        how = f"exit {code}" if code >= 0 else f"signal {-code}"
+        label = tai64.external_now().decode()
+        self.exits += 1
+        self.last_exit = f"{how} pid {self.pid} at {label}"
+        now = time.monotonic()
+        self.recent = [(t, l) for t, l in self.recent if now - t < RECENT][-63:]
+        self.recent.append((now, label))
+
+    def write_history(self) -> None:
+        """Only after an exit: a service that never ended costs no write at all."""
+        now = time.monotonic()
+        recent = " ".join(label for t, label in self.recent if now - t < RECENT)
+        replace_file(self.dir, HISTORY,
+                     f"starts={self.starts}\nexits={self.exits}\nlast_exit={self.last_exit}\n"
+                     f"recent_exits={recent}\n".encode(), quiet=True)
 
     def command(self, byte: str) -> None:
         """One control byte, exactly as supervise.c's switch; unknown bytes are ignored."""
@@ -214,27 +247,29 @@ class Supervisor:
             self.command(self.read_command())
 
 
-def replace_file(dir: str, path: str, data: bytes) -> None:
+def replace_file(dir: str, path: str, data: bytes, quiet: bool = False) -> None:
     """Write path.new and rename it over path (supervise/status, notify-state …), so a
-    reader never sees half a file; each failure only warns, in the C's words."""
+    reader never sees half a file; each failure only warns, in the C's words (`quiet`:
+    not even that, for pysvscan's own files where status already warns)."""
+    warn = (lambda *args: None) if quiet else errors.warn
     new = f"{path}.new"
     try:
         fd = os.open(new, os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
                      0o644)
     except OSError as e:
-        return errors.warn(PROG, f"unable to open {dir}/{new}: ", e)
+        return warn(PROG, f"unable to open {dir}/{new}: ", e)
     try:
         written = os.write(fd, data)
     except OSError as e:
-        return errors.warn(PROG, f"unable to write {dir}/{new}: ", e)
+        return warn(PROG, f"unable to write {dir}/{new}: ", e)
     finally:
         os.close(fd)
     if written < len(data):
-        return errors.warn(PROG, f"unable to write {dir}/{new}: partial write")
+        return warn(PROG, f"unable to write {dir}/{new}: partial write")
     try:
         os.rename(new, path)
     except OSError as e:
-        errors.warn(PROG, f"unable to rename {dir}/{new} to {path.rpartition('/')[2]}: ", e)
+        warn(PROG, f"unable to rename {dir}/{new} to {path.rpartition('/')[2]}: ", e)
 
 
 def drain(fd: int) -> bool:
@@ -336,6 +371,10 @@ def prepare(dir: str) -> Supervisor | int:
             lock.lock_exnb(opened[-1])
         except OSError as e:
             return errors.fatal(PROG, f"unable to acquire {dir}/supervise/lock: ", e)
+        try:  # an earlier supervise's: its counts are not this one's
+            os.unlink(HISTORY)
+        except OSError:
+            pass
         fifo.make("supervise/control")
         try:
             control = fifo.open_reader("supervise/control")

@@ -293,7 +293,7 @@ class Scanner:
 
     def reap(self) -> None:
         """Forget every supervise that has exited; it is started again by the next scan."""
-        for pid in execenv.reap_exited():
+        for pid, _ in execenv.reap_exited():
             for sv in self.services.values():
                 if sv.pid == pid:
                     sv.pid = 0
