@@ -10,8 +10,19 @@ APT    := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 # for the benchmarks' peak-memory figures; python3-systemd and systemd (for
 # systemd-notify) as real clients of supervise's notify socket.
 TEST_DEBS := daemontools util-linux procps man-db groff-base time python3-systemd systemd
+# Packages for `make deb`, `make rpm` and tests/test_packaging.py (so `make test`
+# installs them too): Debian's own Python packaging toolchain (debhelper, dh-python,
+# pybuild-plugin-pyproject with python3-build and python3-installer), the rest of
+# debian/control's Build-Depends (python3-all, python3-setuptools, python3-pytest,
+# procps), lintian, and rpm (rpmbuild, rpm2cpio) with rpmlint for the RPM.
+PACKAGING_DEBS := debhelper dh-python pybuild-plugin-pyproject python3-build \
+    python3-installer python3-all python3-setuptools python3-pytest procps lintian \
+    rpm rpmlint
+TEST_DEBS += $(PACKAGING_DEBS)
+# Where `make deb` and `make rpm` put the packages (gitignored).
+DIST ?= dist
 
-.PHONY: run test bench venv test-deps clean
+.PHONY: run test bench venv test-deps clean deb rpm packaging-deps
 
 $(BIN)/svscan: pyproject.toml scripts/*
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +52,18 @@ test: venv test-deps
 
 bench: venv test-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+packaging-deps:
+	@$(MAKE) --no-print-directory test-deps TEST_DEBS="$(PACKAGING_DEBS)"
+
+# Both build from a copy of the tree in a temporary directory (packaging/build.sh),
+# then lint the result: no lintian error or warning, no rpmlint finding beyond the
+# ones packaging/rpmlint.toml documents.
+deb: packaging-deps
+	sh packaging/build.sh --lint deb $(DIST)
+
+rpm: packaging-deps
+	sh packaging/build.sh --lint rpm $(DIST)
 
 clean:
 	rm -rf $(VENV) build *.egg-info demo bench/results

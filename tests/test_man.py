@@ -21,6 +21,10 @@ PROGRAMS = [
     "fghack", "pgrphack", "setuidgid", "envuidgid", "envdir", "softlimit", "setlock",
     "multilog", "tai64n", "tai64nlocal",
 ]
+# Every page: one per program, and pysvscan(1) for the pysvscan command (a user
+# command rather than an administration program, hence section 1).
+SECTION = {"pysvscan": 1}
+PAGES = PROGRAMS + ["pysvscan"]
 REQUIRED_SECTIONS = ["NAME", "SYNOPSIS", "DESCRIPTION", "EXIT STATUS", "SEE ALSO"]
 DEBIAN_PACKAGES = "man-db groff-base"
 # Every option each page must document in its OPTIONS section.
@@ -51,8 +55,12 @@ def tool_env() -> dict[str, str]:
     }
 
 
+def section(program: str) -> int:
+    return SECTION.get(program, 8)
+
+
 def page(program: str) -> Path:
-    return MAN_DIR / f"{program}.8"
+    return MAN_DIR / f"{program}.{section(program)}"
 
 
 def source(program: str) -> str:
@@ -75,9 +83,10 @@ def sections(text: str) -> dict[str, str]:
 def test_every_page_is_there() -> None:
     present = sorted(p.stem for p in MAN_DIR.glob("*.8"))
     assert [p for p in PROGRAMS if p not in present] == []
+    assert [p for p in PAGES if not page(p).is_file()] == []
 
 
-@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize("program", PAGES)
 def test_formats_without_warnings(program: str) -> None:
     """`man --warnings=w` turns on every groff warning (macro, escape, font, line
     breaking ...); any of them on stderr is a defect of the page."""
@@ -91,7 +100,7 @@ def test_formats_without_warnings(program: str) -> None:
     assert result.returncode == 0
 
 
-@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize("program", PAGES)
 def test_formats_for_utf8_device(program: str) -> None:
     require_tools()
     result = subprocess.run(
@@ -103,7 +112,7 @@ def test_formats_for_utf8_device(program: str) -> None:
     assert result.returncode == 0
 
 
-@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize("program", PAGES)
 def test_name_line_for_whatis(program: str) -> None:
     """lexgrog reads the NAME section the way mandb does for whatis and apropos."""
     require_tools()
@@ -113,12 +122,12 @@ def test_name_line_for_whatis(program: str) -> None:
     assert f': "{program} - ' in result.stdout.decode()
 
 
-@pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.parametrize("program", PAGES)
 def test_structure(program: str) -> None:
     text = source(program)  # ASCII only: the pages use groff escapes for anything else
     lines = text.splitlines()
-    assert re.fullmatch(rf'\.TH {program.upper()} 8 \S+ "pysvscan [^"]+" "pysvscan"',
-                        lines[0])
+    assert re.fullmatch(
+        rf'\.TH {program.upper()} {section(program)} \S+ "pysvscan [^"]+" "pysvscan"', lines[0])
     found = sections(text)
     assert [s for s in REQUIRED_SECTIONS if s not in found] == []
     assert list(found)[:3] == ["NAME", "SYNOPSIS", "DESCRIPTION"]
