@@ -29,6 +29,21 @@ def open_writer(path: str) -> int:
     return os.open(path, _CLIENT_FLAGS)
 
 
+def send_quietly(control: str, data: bytes) -> None:
+    """What `svc` does for one directory's control FIFO, without a word on failure:
+    for a supervisor stopping its children, which must never stall on one of them."""
+    try:
+        fd = open_writer(control)
+    except OSError:
+        return
+    try:
+        os.write(fd, data)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_commands(fd: int, data: bytes) -> int:
     """Switch to blocking and write `data` in one write(), as svc does."""
     os.set_blocking(fd, True)

@@ -157,16 +157,27 @@ class Notifier:
             return float("inf")
         return max(0.0, self.pinged + self.ping_every - time.monotonic())
 
-    def iteration_done(self) -> None:
-        """WATCHDOG=1, if due: only ever called once a loop iteration has completed, so
-        a wedged loop stops the pings and systemd aborts and restarts the tree."""
+    def iteration_done(self, *also: str) -> None:
+        """WATCHDOG=1, if due, with `also` in the same datagram: only ever called once a
+        loop iteration has completed, so a wedged loop stops the pings and systemd
+        aborts and restarts the tree."""
         if self.ping_every and time.monotonic() - self.pinged >= self.ping_every:
             self.pinged = time.monotonic()
-            self.send("WATCHDOG=1")
+            self.send("WATCHDOG=1", *also)
 
     def note(self, text: str) -> None:
         """Remember a diagnostic line for the STATUS= summary."""
         self.last_error = (time.monotonic(), text)
+
+
+def enable_faulthandler() -> None:
+    """A watchdog SIGABRT (or a crash) leaves the Python stack on stderr, in the
+    journal (§2.7)."""
+    import faulthandler
+    try:
+        faulthandler.enable()
+    except (RuntimeError, ValueError, OSError):  # no usable stderr
+        pass
 
 
 def watchdog_usec(environ: os._Environ[str] | dict[str, str]) -> int:

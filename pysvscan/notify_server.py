@@ -71,13 +71,15 @@ class Config:
         self.ready_timeout, self.notification_fd = ready_timeout, notification_fd
 
     def supervisor(self, dir: str, wakeup_r: int, control: int, want_up: bool,
-                   opened: list[int]) -> Supervisor:
+                   opened: list[int], plain: type[Supervisor] = Supervisor,
+                   notifying: type[NotifySupervisor] | None = None) -> Supervisor:
         """prepare()'s Supervisor for this service, the socket made and added to
         `opened` (supervise holds the lock, so a stale socket path is its own).
 
         Made here, in the process that prepares (svscan for its children): the
         descriptor then travels to the one child like every other prepared one, and
-        it is close-on-exec, so ./run never holds it."""
+        it is close-on-exec, so ./run never holds it. `plain`, `notifying`: the classes
+        to make (a systemd unit's main supervise has its own)."""
         sock, address = -1, ""
         if self.policy is not None:
             if (bound := open_socket(dir)) is not None:
@@ -87,8 +89,9 @@ class Config:
             else:  # nothing can reach supervise: no watchdog, no deadline to miss
                 self.policy, self.watchdog = None, 0.0
                 if self.notification_fd is None:
-                    return Supervisor(dir, wakeup_r, control, want_up)
-        return NotifySupervisor(dir, wakeup_r, control, want_up, self, sock, address)
+                    return plain(dir, wakeup_r, control, want_up)
+        return (notifying or NotifySupervisor)(dir, wakeup_r, control, want_up, self, sock,
+                                               address)
 
 
 def read_config(dir: str) -> Config | None:
@@ -410,6 +413,7 @@ class NotifySupervisor(Supervisor):
                 return
             self.check_deadlines()  # after reap: never for a run that is already over
             self.command(self.read_command())
+            self.iteration_done()
 
     def deep_sleep(self, seconds: float) -> None:
         """Supervisor.deep_sleep; messages are still taken, so READY=1 keeps its time."""

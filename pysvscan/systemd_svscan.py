@@ -173,7 +173,7 @@ def main(argv: list[str]) -> int:
     taken = notifier.take_environment()
     journal_mode = notifier.journal_mode(taken)
     if told or journal_mode:
-        enable_faulthandler()
+        notifier.enable_faulthandler()
     if len(argv) > 1:
         try:
             os.chdir(argv[1])
@@ -247,11 +247,3 @@ def noting(told: notifier.Notifier, send: Callable[[str], None]) -> Callable[[st
     return write_line
 
 
-def enable_faulthandler() -> None:
-    """A watchdog SIGABRT (or a crash) leaves svscan's Python stack on stderr, in the
-    journal (§2.7)."""
-    import faulthandler
-    try:
-        faulthandler.enable()
-    except (RuntimeError, ValueError, OSError):  # no usable stderr
-        pass

@@ -190,6 +190,7 @@ def test_deb_contents(deb: Built, tmp_path: Path) -> None:
     assert sorted(p.removeprefix("/usr/bin/") for p in files
                   if p.startswith("/usr/bin/")) == PROGRAMS
     assert "/lib/systemd/system/pysvscan.service" in files
+    assert "/lib/systemd/system/pysvscan-supervise@.service" in files
     assert "/usr/lib/tmpfiles.d/pysvscan.conf" in files
     for program in CLASSIC:
         assert f"/usr/share/man/man8/{program}.8.gz" in files, program

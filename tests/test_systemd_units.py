@@ -26,6 +26,7 @@ from conftest import OUR_BIN
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "systemd-units"
 SERVICE = UNITS / "pysvscan.service"
+SUPERVISE = UNITS / "pysvscan-supervise@.service"
 TMPFILES = UNITS / "pysvscan.conf"
 VERIFY = Path(__file__).resolve().parent / "verify_units.sh"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -43,7 +44,7 @@ def verify(*units: Path) -> subprocess.CompletedProcess[str]:
     for name, package in (("systemd-analyze", "systemd"), ("unshare", "util-linux"),
                           ("mount", "mount")):
         tool(name, package)
-    cp = subprocess.run([str(VERIFY), str(OUR_BIN / "svscan"), *map(str, units)],
+    cp = subprocess.run([str(VERIFY), str(OUR_BIN), *map(str, units)],
                         capture_output=True, text=True, timeout=60,
                         env={"PATH": SYSTEM_PATH})
     if cp.returncode == 125:
@@ -70,6 +71,27 @@ def settings(unit: Path) -> dict[str, list[str]]:
 def test_service_unit_verifies_silently() -> None:
     cp = verify(SERVICE)
     assert (cp.returncode, cp.stdout, cp.stderr) == (0, "", "")
+
+
+def test_supervise_template_verifies_silently(tmp_path: Path) -> None:
+    """A template is verified as an instance of it, as systemd would load it."""
+    instance = tmp_path / "pysvscan-supervise@hello.service"
+    shutil.copy(SUPERVISE, instance)
+    cp = verify(instance)
+    assert (cp.returncode, cp.stdout, cp.stderr) == (0, "", "")
+
+
+def test_supervise_template_settings() -> None:
+    """Issue 9: supervise is the notifying main process; the rest as pysvscan.service."""
+    s = settings(SUPERVISE)
+    expected = {
+        "Service.Type": ["notify"], "Service.NotifyAccess": ["main"],
+        "Service.ExecStart": ["/usr/bin/supervise /etc/service/%I"],
+        "Service.WatchdogSec": ["30s"], "Service.KillMode": ["mixed"],
+        "Service.Restart": ["always"], "Service.OOMPolicy": ["continue"],
+        "Service.SyslogIdentifier": ["%I"], "Install.WantedBy": ["multi-user.target"],
+    }
+    assert {k: s.get(k) for k in expected} == expected
 
 
 def test_verify_catches_what_systemd_only_warns_about(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 #!/bin/sh
-# verify_units.sh SVSCAN UNITFILE... -- `systemd-analyze verify` on pysvscan's units,
+# verify_units.sh BINDIR UNITFILE... -- `systemd-analyze verify` on pysvscan's units,
 # the way systemd.md §4.8/§6.3 asks: in a private mount namespace with a tmpfs on /run
-# (verify leaves /run/systemd/systemd-units-load behind otherwise), and with SVSCAN
-# (the program ExecStart= names) copied to /usr/bin/svscan through an overlay, so the
+# (verify leaves /run/systemd/systemd-units-load behind otherwise), and with BINDIR's
+# svscan and supervise (the programs ExecStart= names) in /usr/bin through an overlay, so the
 # check neither depends on nor touches what the host has in /usr/bin (the C daemontools
 # may or may not be installed there). --man=no: whether man pages are installed is the
 # host's business; tests check the project's own pages.
@@ -16,7 +16,7 @@ ME=verify_units.sh
 die() { echo "$ME: $*" >&2; exit 125; }
 
 if [ "${1:-}" != --inner ]; then
-    [ $# -ge 2 ] || die "usage: $ME SVSCAN UNITFILE..."
+    [ $# -ge 2 ] || die "usage: $ME BINDIR UNITFILE..."
     [ "$(id -u)" = 0 ] || die "must run as root (mount namespaces, tmpfs and overlay mounts)"
     missing=""
     command -v unshare >/dev/null 2>&1 || missing="$missing util-linux(unshare)"
@@ -28,13 +28,15 @@ fi
 
 # ---- inside the private mount namespace
 shift
-svscan=$1
+bindir=$1
 shift
 mount --make-rprivate /
 mount -t tmpfs -o mode=0755 tmpfs /run
 mkdir -p /run/verify/upper /run/verify/work
-cp "$svscan" /run/verify/upper/svscan
-chmod 0755 /run/verify/upper/svscan
+for program in svscan supervise; do
+    cp "$bindir/$program" /run/verify/upper/$program
+    chmod 0755 /run/verify/upper/$program
+done
 usr_bin=$(readlink -f /usr/bin)
 mount -t overlay overlay \
     -o "lowerdir=$usr_bin,upperdir=/run/verify/upper,workdir=/run/verify/work" "$usr_bin" \

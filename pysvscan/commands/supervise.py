@@ -23,6 +23,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spare
     from typing import NoReturn
 
+    from ..systemd_supervise import UnitLink
+
 from .. import errors, execenv, fifo, lock, tai64
 from ..status import WANT_DOWN, WANT_NONE, WANT_UP, Status
 
@@ -30,6 +32,10 @@ PROG = "supervise"
 START_PAUSE = 1.0          # the C code sleeps this long after every start
 FORK_FAILURE_PAUSE = 60.0
 IDLE_TIMEOUT = 3600.0
+# Stopping in order (svscan's shutdown, supervise as a systemd unit):
+STOP_BUDGET = 10.0      # per-service budget before `svc -k`
+LOG_DRAIN_BUDGET = 5.0  # loggers get this long to reach end of input
+KILL_GRACE = 5.0        # after `k`, a supervise that still lingers is SIGKILLed
 _SIGCHLD = int(signal.SIGCHLD)
 _SIGNAL_BYTES = {"a": signal.SIGALRM, "h": signal.SIGHUP, "k": signal.SIGKILL,
                  "t": signal.SIGTERM, "i": signal.SIGINT}
@@ -159,7 +165,11 @@ class Supervisor:
                     return False
                 self.record_death()
                 return self.exiting
+            self.reaped_other(child)
         return False
+
+    def reaped_other(self, pid: int) -> None:
+        """A child that is not the service ended (as a systemd unit: the log supervise)."""
 
     def record_death(self) -> None:
         self.pid = 0
@@ -239,12 +249,20 @@ class Supervisor:
                 self.try_start()
                 continue
             self.retry_start = False
-            self.idle.poll(0 if self.woken else IDLE_TIMEOUT * 1000)
+            self.idle.poll(0 if self.woken else self.timeout_ms())
             drain(self.wakeup_r)
             self.woken = False
             if self.reap():
                 return
             self.command(self.read_command())
+            self.iteration_done()
+
+    def timeout_ms(self) -> float:
+        """How long the loop may sleep with nothing happening."""
+        return IDLE_TIMEOUT * 1000
+
+    def iteration_done(self) -> None:
+        """After each turn of the loop (as a systemd unit: the watchdog ping)."""
 
 
 def replace_file(dir: str, path: str, data: bytes, quiet: bool = False) -> None:
@@ -327,13 +345,14 @@ def make_supervise_dir(dir: str) -> int | None:
     return None
 
 
-def prepare(dir: str) -> Supervisor | int:
+def prepare(dir: str, unit: UnitLink | None = None) -> Supervisor | int:
     """Start-up steps 2 and 4-10 in order (daemontools.md §2); the exit code on failure.
 
     Everything here can run in another process than the one that will supervise:
     svscan prepares each supervise before it forks it, so that the pages this code
     touches stay shared instead of being copied into every child. The result holds
-    every descriptor it opened (closed again here if a later step fails).
+    every descriptor it opened (closed again here if a later step fails). `unit`:
+    supervise is a systemd unit's main process (systemd_supervise).
     """
     opened: list[int] = []
     try:
@@ -385,10 +404,13 @@ def prepare(dir: str) -> Supervisor | int:
             opened.append(fifo.open_writer("supervise/control"))
         except OSError as e:
             return errors.fatal(PROG, f"unable to write {dir}/supervise/control: ", e)
+        plain, notifying = (Supervisor, None) if unit is None else unit.classes()
         if notify is None:
-            sv = Supervisor(dir, wakeup_r, control, want_up)
+            sv = plain(dir, wakeup_r, control, want_up)
         else:  # after the lock: the socket's stale path is ours to replace
-            sv = notify.supervisor(dir, wakeup_r, control, want_up, opened)
+            sv = notify.supervisor(dir, wakeup_r, control, want_up, opened, plain, notifying)
+        if unit is not None:
+            unit.attach(sv)
         sv.pid_change()
         sv.announce()
         fifo.make("supervise/ok")
@@ -408,7 +430,11 @@ def main(argv: list[str]) -> int:
     """supervise DIR (daemontools.md §2)."""
     if len(argv) != 2:
         return errors.usage(PROG, "supervise dir")
-    sv = prepare(argv[1])
+    unit = None
+    if os.environ.get("NOTIFY_SOCKET"):  # started by systemd, not by svscan
+        from ..systemd_supervise import UnitLink
+        unit = UnitLink(argv[1])
+    sv = prepare(argv[1], unit)
     if isinstance(sv, int):
         return sv
     sv.arm()

@@ -29,12 +29,10 @@ if TYPE_CHECKING:  # typing costs start-up time the classic programs cannot spar
 
 from .. import errors, execenv, fifo, lock, proctitle
 from . import supervise
+from .supervise import KILL_GRACE, LOG_DRAIN_BUDGET, STOP_BUDGET
 
 PROG = "svscan"
 SCAN_INTERVAL = 5.0
-STOP_BUDGET = 10.0      # per-service budget before `svc -k` at shutdown
-LOG_DRAIN_BUDGET = 5.0  # loggers get this long to reach end of input
-KILL_GRACE = 5.0        # after `k`, a supervise that still lingers is SIGKILLed
 _CAUGHT = (signal.SIGCHLD, signal.SIGALRM, signal.SIGHUP, signal.SIGTERM)
 _CAUGHT_NUMBERS = tuple(int(sig) for sig in _CAUGHT)
 _SYSTEMD = frozenset(os.fsencode(name) for name in execenv.SYSTEMD_VARIABLES)
@@ -304,16 +302,7 @@ class Scanner:
 
     def command(self, path: str, data: bytes) -> None:
         """What `svc` does for one directory, silently: shutdown must not stall."""
-        try:
-            fd = fifo.open_writer(f"{path}/supervise/control")
-        except OSError:
-            return
-        try:
-            os.write(fd, data)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        fifo.send_quietly(f"{path}/supervise/control", data)
 
     def wait_for(self, pids: set[int], seconds: float, wakeup: int) -> set[int]:
         """Reap until none of `pids` is left or the time is up; the ones still running."""
