@@ -65,5 +65,13 @@ deb: packaging-deps
 rpm: packaging-deps
 	sh packaging/build.sh --lint rpm $(DIST)
 
+# The .deb end to end (also part of `make test`): tests/test_e2e_deb.py builds it as
+# `make deb` does, installs it with `apt-get install ./pysvscan_*.deb` inside Debian 12
+# booted with systemd-nspawn (tests/container.sh, cached rootfs), and checks install,
+# start, a new service, the journal, reload, stop, upgrade and purge there.
+.PHONY: e2e
+e2e: venv packaging-deps
+	$(BIN)/python -m pytest -q tests/test_e2e_deb.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info demo bench/results

@@ -9,6 +9,7 @@ Python, the unit and tmpfiles entry copied from systemd-units/.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,6 +24,27 @@ SCRIPT = HERE / "container.sh"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # The programs a package puts in /usr/bin (the unit names /usr/bin/svscan).
 PROGRAMS = sorted(p.name for p in (TREE / "scripts").iterdir()) + ["pysvscan"]
+
+# A numbered line every millisecond; on SIGTERM one last line that names the count.
+# With COUNTER_LOG_RUN as its log/run, counter_runs() then shows whether the logger
+# outlived the service and kept every line.
+COUNTER_RUN = """#!/usr/bin/python3
+import signal, sys, time
+n = 0
+def term(*_):
+    sys.stdout.write(f"last {n}\\n")
+    sys.stdout.flush()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, term)
+while True:
+    n += 1
+    sys.stdout.write(f"line {n}\\n")
+    sys.stdout.flush()
+    time.sleep(0.001)
+"""
+COUNTER_LOG_RUN = """#!/bin/sh
+exec multilog s999999 ./main
+"""
 
 
 def _script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -113,11 +135,65 @@ class Container:
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(f"/usr/local/bin/{program}")
-        self.write("/etc/systemd/system/pysvscan.service",
-                   (TREE / "systemd-units/pysvscan.service").read_text())
+        for unit in (TREE / "systemd-units").glob("*.service"):
+            self.write(f"/etc/systemd/system/{unit.name}", unit.read_text())
         self.write("/etc/tmpfiles.d/pysvscan.conf",
                    (TREE / "systemd-units/pysvscan.conf").read_text())
         (self.root / "etc/service").mkdir(exist_ok=True)
         self.run("systemd-tmpfiles", "--create", "/etc/tmpfiles.d/pysvscan.conf")
         self.run("systemctl", "daemon-reload")
         self.run("python3", "-c", "import pysvscan.commands.svscan")
+
+    def install_deb(self, deb: Path, reinstall: bool = False) -> str:
+        """Install a built .deb the way an operator does, `apt-get install ./NAME.deb`
+        (`--reinstall` for an upgrade to the same version), from /var/tmp inside the
+        container (not /tmp: a tmpfs there). Returns apt's output.
+
+        The container need not have a network. Its rootfs already holds every
+        dependency (container.sh's PACKAGES), and apt resolves a local .deb against
+        dpkg's status alone, even with empty apt lists (tried). So nothing may be
+        downloaded, and apt must install this package and nothing else: a dependency
+        missing from the rootfs fails here, saying so, rather than being fetched
+        where there happens to be a network. (`--no-download` cannot enforce this:
+        apt then rejects the local .deb with "Pathname to install is not absolute".
+        dpkg -i, the fallback, was not needed.)"""
+        shutil.copy2(deb, self.root / "var/tmp" / deb.name)
+        command = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y",
+                   "-q", "-o", "Dpkg::Use-Pty=0"]
+        if reinstall:
+            command.append("--reinstall")
+        result = self.run("sh", "-c", 'cd /var/tmp && exec "$@"', "sh", *command,
+                          f"./{deb.name}", timeout=300)
+        output = result.stdout + result.stderr
+        alone = ("0 upgraded, 0 newly installed, 1 reinstalled, 0 to remove" if reinstall
+                 else "0 upgraded, 1 newly installed, 0 to remove")
+        assert alone in output, ("apt installed more than the package (a dependency "
+                                 f"missing from container.sh's PACKAGES?):\n{output}")
+        return output
+
+
+def svstat(box: Container, name: str) -> str:
+    return box.run("svstat", f"/etc/service/{name}").stdout.strip()
+
+
+def journal(box: Container, *match: str) -> list[str]:
+    return box.run("journalctl", "--no-pager", "-o", "cat", *match).stdout.splitlines()
+
+
+def up_pid(box: Container, name: str) -> int:
+    """The pid svstat shows for /etc/service/NAME when it is up, else 0."""
+    found = re.search(r": up \(pid (\d+)\)", svstat(box, name))
+    return int(found.group(1)) if found else 0
+
+
+def counter_runs(box: Container, service: str = "/srv/counter") -> list[list[str]]:
+    """The counter's log, archives first, split into one list per run of the service."""
+    main = box.root / service.lstrip("/") / "log/main"
+    text = "".join(p.read_text() for p in sorted(main.glob("@*.s")))
+    text += (main / "current").read_text()
+    runs: list[list[str]] = []
+    for line in text.splitlines():
+        if line == "line 1" or not runs:
+            runs.append([])
+        runs[-1].append(line)
+    return runs

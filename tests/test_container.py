@@ -21,7 +21,8 @@ from typing import Iterator
 import pytest
 
 from conftest import wait_until
-from containerlib import Container, require_container
+from containerlib import (COUNTER_LOG_RUN, COUNTER_RUN, Container, counter_runs, journal,
+                          require_container, svstat, up_pid)
 
 UNIT = "pysvscan.service"
 
@@ -48,24 +49,6 @@ for _ in range(8):
 print("wedged", flush=True)
 while True:
     time.sleep(60)
-"""
-# A numbered line every millisecond; on SIGTERM one last line that names the count.
-COUNTER_RUN = """#!/usr/bin/python3
-import signal, sys, time
-n = 0
-def term(*_):
-    sys.stdout.write(f"last {n}\\n")
-    sys.stdout.flush()
-    sys.exit(0)
-signal.signal(signal.SIGTERM, term)
-while True:
-    n += 1
-    sys.stdout.write(f"line {n}\\n")
-    sys.stdout.flush()
-    time.sleep(0.001)
-"""
-COUNTER_LOG_RUN = """#!/bin/sh
-exec multilog s999999 ./main
 """
 WATCHDOG_DROPIN = """[Service]
 WatchdogSec=3s
@@ -94,19 +77,6 @@ def box(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Container]:
         yield box
     finally:
         box.halt()
-
-
-def svstat(box: Container, name: str) -> str:
-    return box.run("svstat", f"/etc/service/{name}").stdout.strip()
-
-
-def journal(box: Container, *match: str) -> list[str]:
-    return box.run("journalctl", "--no-pager", "-o", "cat", *match).stdout.splitlines()
-
-
-def up_pid(box: Container, name: str) -> int:
-    found = re.search(r": up \(pid (\d+)\)", svstat(box, name))
-    return int(found.group(1)) if found else 0
 
 
 def new_up_pid(box: Container, name: str, old: int) -> int:
@@ -175,19 +145,6 @@ def test_reload_picks_up_a_service_whose_watchdog_then_kills_and_restarts_it(
     assert box.show(UNIT, "ActiveState") == "active"
     box.run("rm", "/etc/service/wedge")
     box.run("svc", "-dx", "/srv/wedge")
-
-
-def counter_runs(box: Container) -> list[list[str]]:
-    """The counter's log, archives first, split into one list per run of the service."""
-    main = box.root / "srv/counter/log/main"
-    text = "".join(p.read_text() for p in sorted(main.glob("@*.s")))
-    text += (main / "current").read_text()
-    runs: list[list[str]] = []
-    for line in text.splitlines():
-        if line == "line 1" or not runs:
-            runs.append([])
-        runs[-1].append(line)
-    return runs
 
 
 def test_stop_takes_services_down_before_their_loggers_and_loses_no_line(
