@@ -32,9 +32,8 @@ import _signal
 from . import errors, execenv, fifo, notifier, tai64
 from .commands import svstat
 from .commands.supervise import (KILL_GRACE, LOG_DRAIN_BUDGET, PROG, START_PAUSE,
-                                 STOP_BUDGET, Supervisor, drain)
+                                 STOP_BUDGET, Supervisor, drain, start_pause_left)
 from .notify_server import NotifySupervisor
-from .status import Status
 
 CRASH_LOOP = 2  # unexpected ends within one watchdog period that stop the pings
 _SIGNALLING = frozenset("dtkhai")  # control bytes after which an end is intended
@@ -205,9 +204,7 @@ class UnitLink:
             return
         control = f"{self.log_dir}/supervise/control"
         fifo.send_quietly(control, b"x")
-        # A supervise in its pause after a start reads no command: a logger that ended
-        # then would be started again before `x` is seen, and would start on EOF.
-        self.wait_logger(self.pause_left())
+        self.wait_logger(start_pause_left(self.log_dir))
         for fd in (1, self.pipe_r):  # this process's copies: the logger reads EOF
             try:
                 null = os.open("/dev/null", os.O_WRONLY)
@@ -227,16 +224,6 @@ class UnitLink:
                 except OSError:
                     pass
         self.wait_logger(KILL_GRACE)
-
-    def pause_left(self) -> float:
-        """Seconds until the log supervise's pause after its last start is over."""
-        try:
-            with open(f"{self.log_dir}/supervise/status", "rb") as f:
-                st = Status.unpack(f.read(18))
-        except (OSError, ValueError):
-            return START_PAUSE
-        sec, nsec = tai64.now()
-        return START_PAUSE + 0.1 - ((sec - st.when) + (nsec - st.nsec) / 1e9)
 
     def wait_logger(self, seconds: float) -> bool:
         """Reap until the log supervise has exited (True) or `seconds` are up."""

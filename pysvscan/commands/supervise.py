@@ -290,6 +290,20 @@ def replace_file(dir: str, path: str, data: bytes, quiet: bool = False) -> None:
         warn(PROG, f"unable to rename {dir}/{new} to {path.rpartition('/')[2]}: ", e)
 
 
+def start_pause_left(dir: str) -> float:
+    """Seconds until the supervise of `dir` is past its pause after the last start of
+    its service, and so reads commands again (the pause is the C's sleep(1)). One that
+    is stopping its logger must wait for it: a logger that ended before `x` was read
+    would be started again."""
+    try:
+        with open(f"{dir}/supervise/status", "rb") as f:
+            st = Status.unpack(f.read(18))
+    except (OSError, ValueError):
+        return START_PAUSE
+    sec, nsec = tai64.now()
+    return START_PAUSE + 0.1 - ((sec - st.when) + (nsec - st.nsec) / 1e9)
+
+
 def drain(fd: int) -> bool:
     """Empty a non-blocking wake-up pipe; True if anything was in it. A short read
     means it is empty: no exception raised on the restart path."""

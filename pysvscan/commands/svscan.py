@@ -354,6 +354,9 @@ class Scanner:
         logs = {sv.log_pid: f"{sv.name}/log" for sv in self.services.values() if sv.log_pid}
         for path in logs.values():
             self.command(path, b"x")
+        # until each has read its `x` (supervise.start_pause_left)
+        self.wait_for(set(logs), max([supervise.start_pause_left(p) for p in logs.values()],
+                                     default=0.0), wakeup)
         for sv in self.services.values():
             if sv.pipe:
                 os.close(sv.pipe[1])  # the logger's input reaches EOF once drained
