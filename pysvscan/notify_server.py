@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # typing costs start-up time and memory shared by every child
     T = TypeVar("T")
 
 from . import errors, execenv, tai64
+from .status import Status
 from .commands.supervise import (FORK_FAILURE_PAUSE, IDLE_TIMEOUT, PROG, START_PAUSE,
                                  Supervisor, drain, exec_run, replace_file)
 
@@ -308,6 +309,26 @@ class NotifySupervisor(Supervisor):
         super().pid_change()
         self.close_pipe()
         self.clear_run()
+        self.write_state()
+
+    def adopt(self, pid: int, pidfd: int, old: Status) -> None:
+        """Supervisor.adopt, with the readiness the earlier supervise recorded for that
+        run: it will not say READY=1 twice. The watchdog gets a full period."""
+        super().adopt(pid, pidfd, old)
+        self.clear_run()
+        try:
+            with open(NOTIFY_STATE, "rb") as f:
+                kept = dict(line.partition(b"=")[::2] for line in f.read(8192).split(b"\n"))
+        except OSError:
+            kept = {}
+        if kept.get(b"pid") == b"%d" % pid:
+            self.state = kept.get(b"state", b"starting").decode("utf-8", "replace")
+            self.ready = kept.get(b"ready", b"").decode("ascii", "replace")
+            self.status_text = kept.get(b"status", b"").decode("utf-8", "replace")
+            if self.ready:
+                self.ready_deadline = 0.0
+                if self.wd_timeout:
+                    self.wd_last, self.wd_label = time.monotonic(), label_now()
         self.write_state()
 
     def try_start(self, after_death: bool = False) -> None:

@@ -27,7 +27,8 @@ import time
 from . import errors, execenv, notifier, proctitle, relay
 from .commands import supervise
 from .commands.svscan import (_CAUGHT, PROG, SCAN_INTERVAL, Launch, Scanner, Service,
-                              inherited_fds, raise_nofile, read_signals, title_area)
+                              become_subreaper, inherited_fds, raise_nofile, read_signals,
+                              title_area)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -182,6 +183,7 @@ def main(argv: list[str]) -> int:
             if told:
                 told.fatal(f"{PROG}: fatal: {text}{errors.errtext(e)}", e)
             return errors.fatal(PROG, text, e)
+    become_subreaper()
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     poller = select.poll()
     poller.register(wakeup_r, select.POLLIN)

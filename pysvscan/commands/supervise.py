@@ -55,7 +55,8 @@ class Supervisor:
 
     __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
                  "paused", "exiting", "retry_start", "woken", "status", "fds", "exec_ignored",
-                 "exec_blocked", "starts", "exits", "last_exit", "recent")
+                 "exec_blocked", "starts", "exits", "last_exit", "recent", "adopted",
+                 "adopted_poll")
 
     def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
         self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
@@ -72,6 +73,8 @@ class Supervisor:
         self.starts = self.exits = 0
         self.last_exit = ""                       # `exit 1 pid 123 at @4000…`, when known
         self.recent: list[tuple[float, str]] = []  # (monotonic, label) of recent exits
+        self.adopted = -1             # pidfd of a service adopted from an earlier supervise
+        self.adopted_poll: select.poll | None = None
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
         # what ./run must not inherit: computed here, where svscan runs this (shared)
         self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
@@ -86,8 +89,9 @@ class Supervisor:
         _signal.signal(_SIGCHLD, execenv.wakeup_handler)
 
     def serve(self) -> int:
-        """Steps 11-12: start the service if wanted, loop until `x`, exit 0."""
-        if self.want_up:
+        """Steps 11-12: start the service if wanted (and not adopted), loop until `x`,
+        exit 0."""
+        if self.want_up and not self.pid:
             self.try_start()
         self.loop()
         self.announce()
@@ -138,10 +142,14 @@ class Supervisor:
         self.deep_sleep(START_PAUSE)
 
     def signal_service(self, sig: int) -> None:
-        """Signals go to the service pid only, never to a process group."""
+        """Signals go to the service pid only, never to a process group; to an adopted
+        one through its pidfd, which cannot name a process that reused the pid."""
         if self.pid:
             try:
-                os.kill(self.pid, sig)
+                if self.adopted >= 0:
+                    _signal.pidfd_send_signal(self.adopted, sig)
+                else:
+                    os.kill(self.pid, sig)
             except OSError:
                 pass
 
@@ -157,16 +165,22 @@ class Supervisor:
 
     def reap(self) -> bool:
         """Reap until the service is found, as supervise.c does; True: leave the loop."""
+        if self.adopted >= 0 and self.adopted_ended():
+            return self.ended(None)
         for child, status in execenv.reap_exited():
             if child == self.pid:
-                self.note_exit(status)
-                if not self.exiting and self.want and self.want_up:
-                    self.try_start(after_death=True)
-                    return False
-                self.record_death()
-                return self.exiting
+                return self.ended(status)
             self.reaped_other(child)
         return False
+
+    def ended(self, status: int | None) -> bool:
+        """The service is gone: start it again if wanted; True: leave the loop."""
+        self.note_exit(status)
+        if not self.exiting and self.want and self.want_up:
+            self.try_start(after_death=True)
+            return False
+        self.record_death()
+        return self.exiting
 
     def reaped_other(self, pid: int) -> None:
         """A child that is not the service ended (as a systemd unit: the log supervise)."""
@@ -177,12 +191,39 @@ class Supervisor:
         self.announce()
         self.write_history()
 
+    # -- adoption (pysvscan) ---------------------------------------------------------
+
+    def adopt(self, pid: int, pidfd: int, old: Status) -> None:
+        """Take over the run an earlier supervise of this directory started: same pid,
+        same timestamp, same pause; watched through its pidfd until it ends."""
+        self.pid, self.adopted, self.paused = pid, pidfd, bool(old.paused)
+        self.status.when, self.status.nsec, self.status.pid = old.when, old.nsec, pid
+        self.adopted_poll = select.poll()
+        for poller in (self.idle, self.pausing, self.adopted_poll):
+            poller.register(pidfd, select.POLLIN)
+        errors.warn(PROG, f"{self.dir}: adopting pid {pid}, left running by an earlier "
+                          "supervise")
+
+    def adopted_ended(self) -> bool:
+        assert self.adopted_poll is not None
+        if not self.adopted_poll.poll(0):
+            return False
+        for poller in (self.idle, self.pausing):
+            poller.unregister(self.adopted)
+        os.close(self.adopted)
+        self.adopted, self.adopted_poll = -1, None
+        return True
+
     # -- supervise/history (pysvscan) ----------------------------------------------
 
-    def note_exit(self, status: int) -> None:
-        """Remember how the service ended; written out by write_history."""
-        code = os.waitstatus_to_exitcode(status)
-        how = f"exit {code}" if code >= 0 else f"signal {-code}"
+    def note_exit(self, status: int | None) -> None:
+        """Remember how the service ended (None: an adopted one, not our child, whose
+        status svscan reaped); written out by write_history."""
+        if status is None:
+            how = "unknown"
+        else:
+            code = os.waitstatus_to_exitcode(status)
+            how = f"exit {code}" if code >= 0 else f"signal {-code}"
         label = tai64.external_now().decode()
         self.exits += 1
         self.last_exit = f"{how} pid {self.pid} at {label}"
@@ -359,14 +400,45 @@ def make_supervise_dir(dir: str) -> int | None:
     return None
 
 
-def prepare(dir: str, unit: UnitLink | None = None) -> Supervisor | int:
+def adoptable(parent: int) -> tuple[int, int, Status] | None:
+    """(pid, pidfd, old status) of the service an earlier supervise of this directory
+    left running, if it is still that run: a child of `parent` (svscan, a subreaper,
+    to which orphans go) started when the status says it was (within a second)."""
+    try:
+        with open("supervise/status", "rb") as f:
+            old = Status.unpack(f.read(18))
+    except (OSError, ValueError):
+        return None
+    if not old.pid:
+        return None
+    try:
+        pidfd = os.pidfd_open(old.pid)  # first: from now on the pid cannot be reused
+    except (OSError, AttributeError):
+        return None
+    try:
+        with open(f"/proc/{old.pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        ppid, started = int(fields[1]), int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+        sec, nsec = tai64.now()
+        said = (sec - old.when) + (nsec - old.nsec) / 1e9
+    except (OSError, ValueError, IndexError):
+        ppid, age, said = 0, 0.0, 2.0
+    if ppid != parent or abs(age - said) > 1.0:
+        os.close(pidfd)
+        return None
+    return old.pid, pidfd, old
+
+
+def prepare(dir: str, unit: UnitLink | None = None, parent: int = 0) -> Supervisor | int:
     """Start-up steps 2 and 4-10 in order (daemontools.md §2); the exit code on failure.
 
     Everything here can run in another process than the one that will supervise:
     svscan prepares each supervise before it forks it, so that the pages this code
     touches stay shared instead of being copied into every child. The result holds
     every descriptor it opened (closed again here if a later step fails). `unit`:
-    supervise is a systemd unit's main process (systemd_supervise).
+    supervise is a systemd unit's main process (systemd_supervise). `parent`: the
+    process orphaned services go to (svscan), for adopting one (adoptable).
     """
     opened: list[int] = []
     try:
@@ -425,7 +497,12 @@ def prepare(dir: str, unit: UnitLink | None = None) -> Supervisor | int:
             sv = notify.supervisor(dir, wakeup_r, control, want_up, opened, plain, notifying)
         if unit is not None:
             unit.attach(sv)
-        sv.pid_change()
+        adopted = adoptable(parent) if parent else None
+        if adopted is None:
+            sv.pid_change()
+        else:
+            opened.append(adopted[1])
+            sv.adopt(*adopted)
         sv.announce()
         fifo.make("supervise/ok")
         try:  # never read: its reader is what svok looks for

@@ -106,9 +106,9 @@ class Scanner:
                 except OSError as e:
                     errors.warn(PROG, f"unable to switch to {job.service.name}: ", e)
                     return False
-                prepared = supervise.prepare("log")
+                prepared = supervise.prepare("log", parent=os.getpid())
             else:
-                prepared = supervise.prepare(job.label)
+                prepared = supervise.prepare(job.label, parent=os.getpid())
         finally:
             os.fchdir(self.here)
         if isinstance(prepared, int):
@@ -389,6 +389,20 @@ def title_area() -> proctitle.Title | None:
         return None
 
 
+def become_subreaper() -> None:
+    """PR_SET_CHILD_SUBREAPER: a service whose supervise dies becomes svscan's child,
+    not init's, so svscan reaps it and the next supervise can tell it descends from
+    this tree and adopt it instead of starting a second copy (supervise.adoptable)."""
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        errors.warn(PROG, "unable to become a child subreaper: ",
+                    OSError(ctypes.get_errno(), ""))
+
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
 def raise_nofile() -> tuple[int, int] | None:
     """Two descriptors per logged service: take the hard limit; return the limits
     children must get back, or None if nothing changed."""
@@ -413,6 +427,7 @@ def main(argv: list[str]) -> int:
             os.chdir(argv[1])
         except OSError as e:
             return errors.fatal(PROG, f"unable to chdir to {argv[1]}: ", e)
+    become_subreaper()
     scanner = Scanner(inherited_fds(), raise_nofile(), title_area())
     wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     signal.set_wakeup_fd(wakeup_w, warn_on_full_buffer=False)
