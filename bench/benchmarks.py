@@ -53,6 +53,10 @@ class Plan:
         return 1 if self.quick else 5
 
     @property
+    def scale_reps(self) -> int:
+        return 1 if self.quick else 3
+
+    @property
     def tool_runs(self) -> int:
         return 20 if self.quick else 50
 
@@ -213,6 +217,40 @@ def group_500(plan: Plan, want: set[str]) -> list[Row]:
             else:
                 rows.append(Row(key, "    same, harness polling every 5 ms (info)", "s",
                                 c["median"], py["median"], "", None, detail))
+    return rows
+
+
+# -- group: scale: 1000 services and their 1000 loggers ---------------------------------
+
+SCALE = 1000  # the C svscan's table holds at most 1000 services
+LOGGER_RUN = "#!/bin/sh\nexec cat > /dev/null\n"  # the same logger in both trees
+
+
+def group_scale(plan: Plan, want: set[str]) -> list[Row]:
+    """Issue 8 (4): every service and every logger up, C and pysvscan in turn; the
+    memory of the whole tree once settled, on the first repetition."""
+    times: dict[str, list[float]] = {i.name: [] for i in IMPLS}
+    pss: dict[str, dict[str, float]] = {}
+    for rep in range(plan.scale_reps):
+        for impl in IMPLS:
+            with Tree(impl) as tree:
+                services = make_services(tree.scandir, names("s", SCALE))
+                loggers = []
+                for d in services:
+                    loggers += make_services(d, ["log"], LOGGER_RUN)
+                log(f"{impl.name}: {SCALE} services + {SCALE} loggers, start "
+                    f"{rep + 1}/{plan.scale_reps}")
+                t0 = tree.start()
+                times[impl.name].append(tree.wait_all_up(services + loggers, 120, 0.005) - t0)
+                if rep == 0:
+                    time.sleep(SETTLE)
+                    pss[impl.name] = tree_pss(tree, 2 * SCALE)
+    c, py = summary(times["C"]), summary(times["pysvscan"])
+    rows = [ratio_row("scale", f"start-up until {SCALE} services and {SCALE} loggers up",
+                      "s", c["median"], py["median"], 1.0, {"C": c, "pysvscan": py})]
+    rows.append(Row("scale-pss", f"    PSS per supervise, {2 * SCALE} of them (info)", "kB",
+                    pss["C"]["per_service_kb"], pss["pysvscan"]["per_service_kb"], "", None,
+                    {"C": pss["C"], "pysvscan": pss["pysvscan"]}))
     return rows
 
 
@@ -427,7 +465,8 @@ GROUPS = {"restart": (group_restart, {"c", "d"}),
           "500": (group_500, {"a", "b"}),
           "100": (group_100, {"a", "e", "f"}),
           "tools": (group_tools, {"tools"}),
-          "log": (group_log, {"log"})}
+          "log": (group_log, {"log"}),
+          "scale": (group_scale, {"scale"})}
 
 
 def run_group(name: str, plan: Plan, want: set[str]) -> list[Row]:

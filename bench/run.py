@@ -43,13 +43,14 @@ from report import Row, table, write_json
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.json"
-KEYS = ("a", "b", "c", "d", "e", "f", "proctitle", "tools", "log")
+KEYS = ("a", "b", "c", "d", "e", "f", "proctitle", "tools", "log", "scale")
 ALIASES = {"p": "proctitle", "g": "proctitle"}
 # The programs each benchmark runs, in both trees (supervise: the C svscan needs it).
 TREE_PROGS = ("svscan", "svc", "svstat")
 NEEDS = {**{k: TREE_PROGS for k in "abcdef"},
          "tools": ("envdir", "setuidgid", "softlimit", "setlock"),
-         "log": ("multilog", "tai64n", "tai64nlocal")}
+         "log": ("multilog", "tai64n", "tai64nlocal"),
+         "scale": TREE_PROGS}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -61,7 +62,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                     help=f"comma-separated subset of {','.join(KEYS)}: (a)-(f) and "
                          "proctitle as above; tools = start-up of envdir, setuidgid, "
                          "softlimit, setlock; log = multilog, tai64n, tai64nlocal "
-                         "throughput and multilog peak memory")
+                         "throughput and multilog peak memory; scale = 1000 services "
+                         "with 1000 loggers")
     ap.add_argument("--json", type=Path, default=RESULTS, metavar="PATH",
                     help=f"where to write the results (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args(argv)
