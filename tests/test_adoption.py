@@ -105,9 +105,11 @@ def test_killed_supervise_50_times_one_copy_at_every_moment(procs: Processes,
     PY.run("svc", "-t", service)
     new = wait_until(lambda: (p := status_pid(service)) != pid and p, timeout=10,
                      message="worker restarted after svc -t")
-    assert not alive(pid) and alive(new) and copies() == 1
-    history = (service / "supervise" / "history").read_text()
-    assert "last_exit=unknown pid" in history, history  # svscan reaped the adopted one
+    assert not alive(pid) and alive(new)
+    wait_until(lambda: copies() == 1, timeout=5, message="the new run exec'd")
+    history = service / "supervise" / "history"
+    wait_until(history.exists, timeout=5, message="supervise/history")
+    assert "last_exit=unknown pid" in history.read_text()  # svscan reaped the adopted one
     PY.run("svc", "-d", service)
     wait_until(lambda: copies() == 0, timeout=10, message="worker down")
 

@@ -14,6 +14,7 @@ Nothing of that is imported otherwise.
 
 from __future__ import annotations
 
+import errno
 import gc
 import os
 import resource
@@ -72,6 +73,7 @@ class Launch:
 class Scanner:
     BATCH = 64  # supervise prepared at once: each holds six descriptors until forked
     SHARE_FILES = 16  # from this many supervise to start, a helper creates their files
+    PREPARE_FDS = 8  # what one prepared supervise holds (at most 7), and a spare
 
     def __init__(self, inherited: frozenset[int], nofile: tuple[int, int] | None,
                  title: proctitle.Title | None) -> None:
@@ -80,6 +82,7 @@ class Scanner:
         self.inherited = inherited
         self.nofile = nofile  # the soft limit children get back, if svscan raised it
         self.here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.room = 0  # descriptors left for pipes in this scan (scan, new_service)
 
     # -- starting supervise ------------------------------------------------------
 
@@ -120,6 +123,24 @@ class Scanner:
             job.image = self.title.image(["supervise", "log" if job.is_log else job.label])
         return True
 
+    def defer(self, job: Launch) -> None:
+        """Leave the start-up steps to the child, as a C supervise does them in its own
+        process: with svscan short of descriptors, the child has room once it has
+        closed svscan's."""
+        job.supervisor = None
+        job.close_ranges = execenv.ranges_to_close(3, self.inherited)
+        if self.title:
+            job.image = self.title.image(["supervise", "log" if job.is_log else job.label])
+
+    def descriptor_room(self) -> int:
+        """Descriptors svscan may still open (a large number when unknown)."""
+        try:
+            return resource.getrlimit(resource.RLIMIT_NOFILE)[0] - len(os.listdir("/proc/self/fd"))
+        except OSError as e:  # listing takes a descriptor too
+            return 0 if e.errno in (errno.EMFILE, errno.ENFILE) else 1 << 20
+        except ValueError:
+            return 1 << 20
+
     def launch(self, todo: list[Launch]) -> None:
         """Prepare and fork every supervise of this scan, a batch at a time.
 
@@ -131,7 +152,15 @@ class Scanner:
         if len(todo) >= self.SHARE_FILES:
             self.create_files_ahead(todo)
         for first in range(0, len(todo), self.BATCH):
-            batch = [job for job in todo[first:first + self.BATCH] if self.prepare(job)]
+            room = self.descriptor_room()
+            batch = []
+            for job in todo[first:first + self.BATCH]:
+                if room < self.PREPARE_FDS:
+                    self.defer(job)
+                elif not self.prepare(job):
+                    continue
+                room -= self.PREPARE_FDS
+                batch.append(job)
             if batch:
                 self.fork_all(batch)
 
@@ -219,7 +248,10 @@ class Scanner:
             errors.warn(PROG, f"unable to set up descriptors for {job.label}: ", e)
             return errors.EXIT_TEMPORARY
         try:
-            os.chdir(job.label)
+            if job.supervisor is not None:
+                os.chdir(job.label)
+            elif job.is_log:  # deferred: as the C's child, which runs `supervise log`
+                os.chdir(job.service.name)
         except OSError as e:  # in the C, the log's child fails to chdir to NAME
             errors.warn(PROG, f"unable to switch to {job.service.name}: ", e)
             return errors.EXIT_TEMPORARY
@@ -228,7 +260,12 @@ class Scanner:
                 self.title.show(job.image, b"supervise")
             except OSError:
                 pass
-        assert job.supervisor is not None
+        if job.supervisor is None:  # deferred: the start-up steps here, as the C does
+            prepared = supervise.prepare("log" if job.is_log else job.label,
+                                         parent=os.getppid())
+            if isinstance(prepared, int):
+                return prepared
+            job.supervisor = prepared
         job.supervisor.arm()
         return job.supervisor.serve()
 
@@ -246,10 +283,16 @@ class Scanner:
             errors.warn(PROG, f"unable to stat {name}/log: ", e)
             return None
         try:
-            return Service(name, os.pipe2(os.O_CLOEXEC))
+            # Pipes never take the last descriptors: svscan needs some to read the
+            # directory, to prepare a supervise, and so to ever close a pipe again.
+            if self.room < 2 + self.PREPARE_FDS:
+                raise OSError(errno.EMFILE, "")
+            pipe = os.pipe2(os.O_CLOEXEC)
         except OSError as e:
             errors.warn(PROG, f"unable to create pipe for {name}: ", e)
             return None
+        self.room -= 2
+        return Service(name, pipe)
 
     def scan(self) -> None:
         for sv in self.services.values():
@@ -258,6 +301,7 @@ class Scanner:
             names = os.listdir(".")
         except OSError as e:
             return errors.warn(PROG, "unable to read directory: ", e)
+        self.room = self.descriptor_room()
         todo: list[Launch] = []
         for name in names:
             if name.startswith("."):
