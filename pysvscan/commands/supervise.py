@@ -32,6 +32,7 @@ PROG = "supervise"
 START_PAUSE = 1.0          # the C code sleeps this long after every start
 FORK_FAILURE_PAUSE = 60.0
 IDLE_TIMEOUT = 3600.0
+STALE_RETRY = 1.0          # pysvscan: a status write that failed is tried again this often
 # Stopping in order (svscan's shutdown, supervise as a systemd unit):
 STOP_BUDGET = 10.0      # per-service budget before `svc -k`
 LOG_DRAIN_BUDGET = 5.0  # loggers get this long to reach end of input
@@ -56,7 +57,7 @@ class Supervisor:
     __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
                  "paused", "exiting", "retry_start", "woken", "status", "fds", "exec_ignored",
                  "exec_blocked", "starts", "exits", "last_exit", "recent", "adopted",
-                 "adopted_poll")
+                 "adopted_poll", "stale")
 
     def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
         self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
@@ -75,6 +76,7 @@ class Supervisor:
         self.recent: list[tuple[float, str]] = []  # (monotonic, label) of recent exits
         self.adopted = -1             # pidfd of a service adopted from an earlier supervise
         self.adopted_poll: select.poll | None = None
+        self.stale = False            # the last status write failed: retried every second
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
         # what ./run must not inherit: computed here, where svscan runs this (shared)
         self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
@@ -108,7 +110,14 @@ class Supervisor:
         """Write status.new and rename it over status; each failure only warns."""
         self.status.paused = int(self.paused) if self.pid else 0
         self.status.want = (WANT_UP if self.want_up else WANT_DOWN) if self.want else WANT_NONE
-        replace_file(self.dir, "supervise/status", self.status.pack())
+        # pysvscan: a failed write (a full disk) is retried by the loop (retry_status)
+        self.stale = not replace_file(self.dir, "supervise/status", self.status.pack())
+
+    def retry_status(self) -> None:
+        """The last status write failed: try it again, quietly (each change still warns
+        as in the C, whose status just stays stale until the next change)."""
+        self.stale = not replace_file(self.dir, "supervise/status", self.status.pack(),
+                                      quiet=True)
 
     # -- the service -------------------------------------------------------------
 
@@ -296,39 +305,47 @@ class Supervisor:
             if self.reap():
                 return
             self.command(self.read_command())
+            if self.stale:
+                self.retry_status()
             self.iteration_done()
 
     def timeout_ms(self) -> float:
         """How long the loop may sleep with nothing happening."""
-        return IDLE_TIMEOUT * 1000
+        return STALE_RETRY * 1000 if self.stale else IDLE_TIMEOUT * 1000
 
     def iteration_done(self) -> None:
         """After each turn of the loop (as a systemd unit: the watchdog ping)."""
 
 
-def replace_file(dir: str, path: str, data: bytes, quiet: bool = False) -> None:
+def replace_file(dir: str, path: str, data: bytes, quiet: bool = False) -> bool:
     """Write path.new and rename it over path (supervise/status, notify-state …), so a
     reader never sees half a file; each failure only warns, in the C's words (`quiet`:
-    not even that, for pysvscan's own files where status already warns)."""
+    not even that, for pysvscan's own files where status already warns, and for
+    retries). True when written."""
     warn = (lambda *args: None) if quiet else errors.warn
     new = f"{path}.new"
     try:
         fd = os.open(new, os.O_WRONLY | os.O_NONBLOCK | os.O_TRUNC | os.O_CREAT | os.O_CLOEXEC,
                      0o644)
     except OSError as e:
-        return warn(PROG, f"unable to open {dir}/{new}: ", e)
+        warn(PROG, f"unable to open {dir}/{new}: ", e)
+        return False
     try:
         written = os.write(fd, data)
     except OSError as e:
-        return warn(PROG, f"unable to write {dir}/{new}: ", e)
+        warn(PROG, f"unable to write {dir}/{new}: ", e)
+        return False
     finally:
         os.close(fd)
     if written < len(data):
-        return warn(PROG, f"unable to write {dir}/{new}: partial write")
+        warn(PROG, f"unable to write {dir}/{new}: partial write")
+        return False
     try:
         os.rename(new, path)
     except OSError as e:
         warn(PROG, f"unable to rename {dir}/{new} to {path.rpartition('/')[2]}: ", e)
+        return False
+    return True
 
 
 def start_pause_left(dir: str) -> float:
