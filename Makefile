@@ -73,5 +73,12 @@ rpm: packaging-deps
 e2e: venv packaging-deps
 	$(BIN)/python -m pytest -q tests/test_e2e_deb.py
 
+# click's completion scripts for `pysvscan`, committed so that the packages need not
+# run the program at build time; tests/test_cli_completion.py checks they are current.
+.PHONY: completion
+completion: venv
+	$(BIN)/pysvscan completion bash > completion/pysvscan.bash
+	$(BIN)/pysvscan completion zsh > completion/_pysvscan
+
 clean:
 	rm -rf $(VENV) build *.egg-info demo bench/results

@@ -461,12 +461,18 @@ def group_log(plan: Plan, want: set[str]) -> list[Row]:
     return log_rows(plan.log_reps)
 
 
+def group_cli(plan: Plan, want: set[str]) -> list[Row]:
+    from cli_bench import cli_rows  # only when asked for
+    return cli_rows(plan.svstat_runs)
+
+
 GROUPS = {"restart": (group_restart, {"c", "d"}),
           "500": (group_500, {"a", "b"}),
           "100": (group_100, {"a", "e", "f"}),
           "tools": (group_tools, {"tools"}),
           "log": (group_log, {"log"}),
-          "scale": (group_scale, {"scale"})}
+          "scale": (group_scale, {"scale"}),
+          "cli": (group_cli, {"cli"})}
 
 
 def run_group(name: str, plan: Plan, want: set[str]) -> list[Row]:

@@ -22,6 +22,8 @@ missed, 2 a benchmark could not run.
      ./dir`, `multilog ./dir`, `multilog '-*DEBUG*' '+*ERROR*' '+*WARN*' ./dir`,
      tai64n and tai64nlocal (throughput, target as a ratio to C), and multilog's peak
      RSS (target < 30 MB) (log_bench.py)
+  cli: wall time of one `pysvscan status` over 500 running services (target < 200 ms,
+     absolute; cli_bench.py)
 """
 
 from __future__ import annotations
@@ -43,14 +45,15 @@ from report import Row, table, write_json
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results" / "latest.json"
-KEYS = ("a", "b", "c", "d", "e", "f", "proctitle", "tools", "log", "scale")
+KEYS = ("a", "b", "c", "d", "e", "f", "proctitle", "tools", "log", "scale", "cli")
 ALIASES = {"p": "proctitle", "g": "proctitle"}
 # The programs each benchmark runs, in both trees (supervise: the C svscan needs it).
 TREE_PROGS = ("svscan", "svc", "svstat")
 NEEDS = {**{k: TREE_PROGS for k in "abcdef"},
          "tools": ("envdir", "setuidgid", "softlimit", "setlock"),
          "log": ("multilog", "tai64n", "tai64nlocal"),
-         "scale": TREE_PROGS}
+         "scale": TREE_PROGS,
+         "cli": ("svscan",)}  # and pysvscan's own command, which C has no counterpart of
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -63,7 +66,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                          "proctitle as above; tools = start-up of envdir, setuidgid, "
                          "softlimit, setlock; log = multilog, tai64n, tai64nlocal "
                          "throughput and multilog peak memory; scale = 1000 services "
-                         "with 1000 loggers")
+                         "with 1000 loggers; cli = pysvscan status on 500 services")
     ap.add_argument("--json", type=Path, default=RESULTS, metavar="PATH",
                     help=f"where to write the results (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args(argv)

@@ -57,31 +57,46 @@ def line(st: Status, normally_up: bool, now: int) -> str:
 
 
 def readiness(pid: int, now: int) -> str:
-    """The suffix for a service that is up: `, ready N seconds` or `, not ready`, from
-    supervise/notify-state (notify_server.write_state), which only a supervise serving
-    an opted-in service writes; '' when there is no such file or the service no longer
-    opts in. A state left from another pid means the new run is not ready."""
+    """The suffix for a service that is up: `, ready N seconds` or `, not ready`; ''
+    when the service does not opt in (ready_since)."""
+    when = ready_since(pid)
+    if when is None:
+        return ""
+    if when == NOT_READY:
+        return ", not ready"
+    return f", ready {int(float(max(0, now - when)))} seconds"
+
+
+NOT_READY = -1
+
+
+def ready_since(pid: int) -> int | None:
+    """The TAI64 seconds at which the service in the current directory became ready,
+    NOT_READY, or None when it does not opt in. Read from supervise/notify-state
+    (notify_server.write_state), which only a supervise serving an opted-in service
+    writes; None too when there is no such file or the service no longer opts in. A
+    state left from another pid means the new run is not ready. Shared with
+    `pysvscan status` (pysvscan.services)."""
     try:
         fd = os.open(NOTIFY_STATE, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return ""
+        return None
     try:
         data = os.read(fd, 8192)
     except OSError:
-        return ""
+        return None
     finally:
         os.close(fd)
     if not any(os.access(name, os.F_OK) for name in NOTIFY_FILES):
-        return ""
+        return None
     fields = dict(entry.partition(b"=")[::2] for entry in data.split(b"\n"))
     ready = fields.get(b"ready", b"")
     if fields.get(b"pid") != b"%d" % pid or len(ready) != 25 or ready[:1] != b"@":
-        return ", not ready"
+        return NOT_READY
     try:
-        when = int(ready[1:17], 16)
+        return int(ready[1:17], 16)
     except ValueError:
-        return ", not ready"
-    return f", ready {int(float(max(0, now - when)))} seconds"
+        return NOT_READY
 
 
 def main(argv: list[str]) -> int:
