@@ -13,6 +13,7 @@ second, and the whole module takes about 30 s.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -126,6 +127,20 @@ def test_sd_notify_service_shows_ready_in_svstat(box: Container) -> None:
                         line), line
     # Services that did not opt in keep the C's line exactly.
     assert re.fullmatch(r"/etc/service/hello: up \(pid \d+\) \d+ seconds", svstat(box, "hello"))
+
+
+def test_pysvscan_status_and_doctor_under_systemd(box: Container) -> None:
+    """The `pysvscan` command on a real unit: the table and its exit status, and
+    doctor's chain including the unit's state as systemctl reports it."""
+    status = box.run("pysvscan", "status", "--json", check=False)
+    assert status.returncode == 0, status.stdout + status.stderr  # all up as wanted
+    rows = {row["name"]: row for row in json.loads(status.stdout)["services"]}
+    assert rows["hello"]["state"] == "up" and rows["ready"]["ready"] is True
+    assert rows["hello"]["log"]["journal"] is True  # journal mode: hello has no log/
+    assert rows["counter/log"]["state"] == "up"
+    doctor = box.run("pysvscan", "doctor", check=False)
+    assert "systemd unit pysvscan.service: active (running)" in doctor.stdout, doctor.stdout
+    assert doctor.returncode == 0, doctor.stdout
 
 
 def test_reload_picks_up_a_service_whose_watchdog_then_kills_and_restarts_it(
