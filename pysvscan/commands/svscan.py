@@ -356,7 +356,7 @@ class Scanner:
         self.watch_while_waiting(poller)
         while True:
             self.reap()
-            alive = {p for p in pids if self.owner(p)}
+            alive = pids & self.running()
             left = deadline - time.monotonic()
             if not alive or left <= 0:
                 return alive
@@ -370,11 +370,9 @@ class Scanner:
         if poller.poll(seconds * 1000):
             supervise.drain(wakeup)
 
-    def owner(self, pid: int) -> Service | None:
-        for sv in self.services.values():
-            if pid and pid in (sv.pid, sv.log_pid):
-                return sv
-        return None
+    def running(self) -> set[int]:
+        """The pids of every supervise svscan has not reaped yet."""
+        return {pid for sv in self.services.values() for pid in (sv.pid, sv.log_pid) if pid}
 
     def stop_group(self, pids: set[int], paths: dict[int, str], first: bytes,
                    budget: float, wakeup: int) -> None:
