@@ -157,3 +157,126 @@ def test_exit_codes_of_the_odd_ones() -> None:
     assert ".B 100\n" in svok and "No\n.B supervise\nis running" in svok
     for program in ("svc", "svstat"):
         assert ".B 0\n" in sections(source(program))["EXIT STATUS"]
+
+
+# -- pysvscan(1) against the program it documents -----------------------------------------
+
+ROOT = MAN_DIR.parent
+
+
+def pysvscan_help(*subcommand: str) -> str:
+    """`pysvscan [SUBCOMMAND] --help` of the installed program (conftest's tree)."""
+    from conftest import PY
+    cp = subprocess.run([PY.bin("pysvscan"), *subcommand, "--help"], capture_output=True,
+                        text=True, env={**tool_env(), "COLUMNS": "200"}, timeout=60)
+    assert cp.returncode == 0, cp.stderr
+    return cp.stdout
+
+
+def subcommands() -> list[str]:
+    """The names under `Commands:` in `pysvscan --help`."""
+    text = pysvscan_help().split("\nCommands:\n", 1)[1]
+    return [m.group(1) for m in re.finditer(r"^  (\S+)", text, flags=re.M)]
+
+
+def rendered(program: str) -> dict[str, str]:
+    """The formatted page as man shows it, split at its section and subsection headings
+    ("SYNOPSIS", "pysvscan status [name...]"), each body with its white space
+    collapsed, so that a phrase is found whatever the line breaks and the adjusting."""
+    require_tools()
+    cp = subprocess.run(["man", "-E", "UTF-8", "-l", str(page(program))],
+                        stdin=subprocess.DEVNULL, capture_output=True,
+                        env={**tool_env(), "MANWIDTH": "200"}, timeout=60)
+    assert cp.returncode == 0, cp.stderr.decode(errors="replace")
+    text = cp.stdout.decode().translate({0x2010: "-", 0x2212: "-", 0x2018: "'", 0x2019: "'",
+                                         0x201C: '"', 0x201D: '"'})
+    found: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines()[1:-1]:  # without the header and footer lines
+        if re.match(r"(\S| {3}\S)", line):
+            name = line.strip()
+            found[name] = ""
+        elif name:
+            found[name] += " " + line.strip()
+    return {k: " ".join(v.split()) for k, v in found.items()}
+
+
+def subsection(parts: dict[str, str], subcommand: str) -> str:
+    heads = [k for k in parts if k.split()[:2] == ["pysvscan", subcommand]]
+    assert len(heads) == 1, f"no subsection 'pysvscan {subcommand} ...' under COMMANDS"
+    return parts[heads[0]]
+
+
+def test_pysvscan_page_has_every_subcommand() -> None:
+    """Each subcommand of `pysvscan --help` has its SYNOPSIS line, its subsection
+    under COMMANDS and its exit status; and the page has no subcommand the program
+    lacks."""
+    names = subcommands()
+    assert {"status", "add", "remove", "logs", "wait", "doctor", "metrics", "completion",
+            "demo"} <= set(names)
+    parts = rendered("pysvscan")
+    synopsis = re.findall(r"pysvscan (\w+)", parts["SYNOPSIS"])
+    assert sorted(set(synopsis)) == sorted(names)
+    documented = [k.split()[1] for k in parts if re.match(r"pysvscan \w+ ", k)]
+    assert sorted(documented) == sorted(names)
+    for name in names:
+        subsection(parts, name)
+        assert re.search(rf"\b{name}\b", parts["EXIT STATUS"]), name
+
+
+def test_pysvscan_page_has_every_option_and_default() -> None:
+    """Every option in a subcommand's --help is described in its subsection; every
+    default the help shows is given there, or, for an option read from an environment
+    variable, under ENVIRONMENT with that variable."""
+    parts = rendered("pysvscan")
+    for name in subcommands():
+        help_text = pysvscan_help(name)
+        options = help_text.split("\nOptions:\n", 1)[1].split("\n\n", 1)[0]
+        text = subsection(parts, name)
+        for entry in re.split(r"\n(?=  -)", options):
+            flags = re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", entry.split("  ", 2)[1])
+            flags = [f for f in flags if f not in ("-h", "--help")]
+            for flag in flags:
+                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), \
+                    f"pysvscan {name} {flag}"
+            shown = re.search(r"\[(?:env var: (\w+); )?default: ([^;\]]+)", " ".join(entry.split()))
+            if shown:
+                envvar, value = shown.groups()
+                value = re.sub(r"\.0$", "", value)
+                if envvar:
+                    assert f"{envvar} " in parts["ENVIRONMENT"] or \
+                        f"{envvar}," in parts["ENVIRONMENT"], envvar
+                    assert value in parts["ENVIRONMENT"], (envvar, value)
+                else:
+                    assert f"default {value}" in text or f"{value} (the default)" in text, \
+                        (name, flags, value)
+    assert "NO_COLOR" in parts["ENVIRONMENT"]
+
+
+def test_pysvscan_page_lists_every_metric() -> None:
+    """The METRICS section names exactly the metrics pysvscan/metrics.py exposes (a
+    counter family `x` is exposed as `x_total`)."""
+    code = (ROOT / "pysvscan" / "metrics.py").read_text()
+    exposed = {f"pysvscan_{n}" for n in re.findall(r'\bgauge\("(\w+)"', code)}
+    exposed |= {f"pysvscan_{n}_total" for n in re.findall(r'\bcounter\("(\w+)"', code)}
+    exposed |= set(re.findall(r'GaugeMetricFamily\("(pysvscan_\w+)"', code))
+    exposed |= {f"{n}_total" for n in re.findall(r'CounterMetricFamily\("(pysvscan_\w+)"',
+                                                  code)}
+    assert len(exposed) >= 15
+    metrics = sections(source("pysvscan"))["METRICS"]
+    listed = set(re.findall(r"^\.B (pysvscan_\w+)$", metrics, flags=re.M))
+    assert sorted(listed) == sorted(exposed)
+
+
+def test_pysvscan_page_has_every_json_field() -> None:
+    """Every field of `pysvscan status --json`, nested ones included, is under JSON
+    OUTPUT."""
+    from pysvscan import services
+    state = services.ServiceState(
+        "web", "/etc/service/web",
+        last_exit=services.LastExit("exit", 1, 42, 0),
+        log=services.LogTarget(True, ("/etc/service/web/log/main",), False))
+    doc = services.as_json(state, 0)
+    fields = {"version", "scandir", "services", *doc, *doc["last_exit"], *doc["log"]}
+    text = rendered("pysvscan")["JSON OUTPUT"]
+    assert [f for f in sorted(fields) if not re.search(rf"(?<![\w-]){f}(?![\w-])", text)] == []

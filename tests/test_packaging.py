@@ -38,6 +38,12 @@ PROGRAMS = sorted([Path(s).name for s in PYPROJECT["tool"]["setuptools"]["script
                   + list(PYPROJECT["project"]["scripts"]))
 CLASSIC = [p for p in PROGRAMS if p != "pysvscan"]
 CONFLICTS = {"daemontools", "daemontools-run", "runit-run"}
+# The shell completion of `pysvscan` (issue 7): committed file -> where both packages
+# install it, under the name each shell looks for.
+COMPLETION = {
+    "completion/pysvscan.bash": "/usr/share/bash-completion/completions/pysvscan",
+    "completion/_pysvscan": "/usr/share/zsh/vendor-completions/_pysvscan",
+}
 
 
 def system_env(home: Path) -> dict[str, str]:
@@ -163,6 +169,9 @@ def test_deb_control_fields(deb: Built, tmp_path: Path) -> None:
             "python3:any"} <= names(field("Depends"))
     assert names(field("Conflicts")) == CONFLICTS
     assert names(field("Replaces")) == CONFLICTS
+    # prometheus_client is for `pysvscan metrics` alone: recommended, not required.
+    assert names(field("Recommends")) == {"python3-prometheus-client"}
+    assert "python3-prometheus-client" not in names(field("Depends"))
 
 
 @dataclass(frozen=True)
@@ -194,7 +203,9 @@ def test_deb_contents(deb: Built, tmp_path: Path) -> None:
     assert "/usr/lib/tmpfiles.d/pysvscan.conf" in files
     for program in CLASSIC:
         assert f"/usr/share/man/man8/{program}.8.gz" in files, program
-    assert "/usr/share/man/man1/pysvscan.1.gz" in files
+    assert files.get("/usr/share/man/man1/pysvscan.1.gz") == Entry("-rw-r--r--", "root/root")
+    for path in COMPLETION.values():
+        assert files.get(path) == Entry("-rw-r--r--", "root/root"), path
     # /etc/service: an empty directory, and the only thing in /etc (no conffiles).
     assert files["/etc/service"].mode.startswith("d")
     assert [p for p in files if p.startswith("/etc")] == ["/etc", "/etc/service"]
@@ -238,6 +249,8 @@ def test_rpm_metadata(rpm: Built, tmp_path: Path) -> None:
     assert query("--qf", "%{NAME} %{VERSION} %{ARCH}") == f"pysvscan {VERSION} noarch"
     assert query("--conflicts").split() == ["daemontools"]
     assert "python3dist(systemd-python)" in query("--requires").split()
+    recommends = query("--recommends").splitlines()
+    assert recommends == ["python3dist(prometheus-client) >= 0.16"], recommends
     scripts = query("--scripts")
     assert "systemctl --no-reload preset pysvscan.service" in scripts
     assert "systemctl --no-reload disable --now pysvscan.service" in scripts
@@ -303,6 +316,11 @@ def test_rpm_payload_installs_the_same_files_as_the_deb(deb: Built, rpm: Built,
     tmpfiles = (ROOT / "systemd-units" / "pysvscan.conf").read_bytes()
     assert from_deb["/lib/systemd/system/pysvscan.service"][1] == unit
     assert from_deb["/usr/lib/tmpfiles.d/pysvscan.conf"][1] == tmpfiles
+    # The committed completion scripts and pysvscan(1), as they are in the tree.
+    for committed, path in COMPLETION.items():
+        assert from_deb[path] == ("-rw-r--r--", (ROOT / committed).read_bytes()), path
+    assert from_deb["/usr/share/man/man1/pysvscan.1"][1] == \
+        (ROOT / "man" / "pysvscan.1").read_bytes()
     # The programs start the packaged Python, wherever they were built.
     for program in PROGRAMS:
         first = (from_deb[f"/usr/bin/{program}"][1] or b"").split(b"\n", 1)[0]
