@@ -197,9 +197,12 @@ def supervise_running(service_dir: str) -> bool:
         return False
 
 
+KILL_GRACE = 5.0  # after `svc -k`, what a supervise gets to exit
+
+
 def stop(service_dir: str, label: str, timeout: float) -> str:
     """`svc -dx`, then wait until its supervise has exited (its pidfd, or a change in
-    supervise/ when the process cannot be found)."""
+    supervise/ when the process cannot be found); `svc -k` after `timeout`."""
     try:
         fd = fifo.open_writer(os.path.join(service_dir, "supervise", "control"))
     except OSError as e:
@@ -222,11 +225,23 @@ def stop(service_dir: str, label: str, timeout: float) -> str:
             return not any(procinfo.alive(pid) for pid in pids)
         return not supervise_running(service_dir)
 
-    if not watch.wait_for(exited, timeout):
-        raise Refused(f"{label}: supervise still running {timeout:g} s after svc -dx "
-                      f"(the service ignores SIGTERM?); it is unlinked, not deleted: "
-                      f"svc -k {service_dir}, then remove it again")
-    return f"{label}: stopped, supervise exited"
+    if watch.wait_for(exited, timeout):
+        return f"{label}: stopped, supervise exited"
+    # As svscan's shutdown does: a service that ignores SIGTERM gets SIGKILL.
+    try:
+        fd = fifo.open_writer(os.path.join(service_dir, "supervise", "control"))
+        try:
+            fifo.write_commands(fd, b"k")
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+    if watch.wait_for(exited, KILL_GRACE):
+        return f"{label}: killed after {timeout:g} s (svc -k), supervise exited"
+    top = service_dir[:-len("/log")] if label.endswith("/log") else service_dir
+    raise Refused(f"{label}: supervise still running after svc -dx and svc -k; the "
+                  f"service is out of the scan directory, not deleted: once it has "
+                  f"exited, svc -dx {top}/log if it has one, and rm -r {top}")
 
 
 def remove_service(name: str, *, scandir: str, keep: bool, timeout: float,

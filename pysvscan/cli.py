@@ -95,7 +95,7 @@ def cli() -> None:
     doctor and metrics over the same files as svc(8) and svstat(8).
 
     Exit status: 0 success, 1 error, 2 usage error; status exits 3 when a service
-    is not as wanted, wait exits 1 on timeout.
+    is not as wanted, wait exits 1 on timeout and 2 on an error.
     """
 
 
@@ -229,7 +229,8 @@ Examples:
 @click.argument("name", shell_complete=complete_service)
 @click.option("--keep", is_flag=True, help="Keep the service directory.")
 @click.option("--timeout", type=click.FloatRange(min=0), default=30.0, show_default=True,
-              metavar="S", help="Seconds to wait for each supervise to exit.")
+              metavar="S", help="Seconds to wait for each supervise to exit, before "
+                                 "svc -k.")
 @scandir_option
 def remove(name: str, keep: bool, timeout: float, scandir: str) -> None:
     """Stop service NAME and take it out, in the safe order.

@@ -74,8 +74,8 @@ def resolve(scandir: str, name: str) -> str:
 class LastExit:
     """How the service last ended, from supervise/history's `last_exit=` line."""
 
-    how: str     # "exit" or "signal"
-    code: int    # exit status or signal number
+    how: str     # "exit", "signal", or "unknown" (an adopted run: svscan reaped it)
+    code: int | None  # exit status or signal number; None when unknown
     pid: int
     when: int    # TAI64 label seconds
 
@@ -83,7 +83,9 @@ class LastExit:
         return max(0, now - self.when)
 
     def text(self) -> str:
-        """`exit 3`, or the signal's name: `SIGKILL`."""
+        """`exit 3`, or the signal's name: `SIGKILL`, or `unknown`."""
+        if self.code is None:
+            return "unknown"
         if self.how == "exit":
             return f"exit {self.code}"
         import signal
@@ -94,13 +96,17 @@ class LastExit:
 
 
 def parse_last_exit(text: str) -> LastExit | None:
-    """`exit 3 pid 123 at @4000…` or `signal 9 pid 123 at @4000…`."""
+    """`exit 3 pid 123 at @4000…`, `signal 9 pid 123 at @4000…`, or `unknown pid 123
+    at @4000…` for a run supervise adopted and so could not wait for."""
     words = text.split()
-    if len(words) != 6 or words[0] not in ("exit", "signal") or words[2] != "pid":
+    if words[:1] == ["unknown"]:
+        words.insert(1, "")
+    if len(words) != 6 or words[0] not in ("exit", "signal", "unknown") or words[2] != "pid":
         return None
     label = words[5]
     try:
-        return LastExit(words[0], int(words[1]), int(words[3]), int(label[1:17], 16))
+        code = None if words[0] == "unknown" else int(words[1])
+        return LastExit(words[0], code, int(words[3]), int(label[1:17], 16))
     except ValueError:
         return None
 
@@ -265,19 +271,23 @@ def read_inside(found: ServiceState, now: int) -> None:
     found.since = tai64.to_unix(st.when) + st.nsec / 1e9
     found.paused = bool(found.pid and st.paused)
     found.want = WANTS.get(st.want, "once")
-    if found.pid:
-        when = svstat.ready_since(found.pid)
-        if when is not None:
-            found.ready = when != svstat.NOT_READY
-            found.ready_seconds = max(0, now - when) if found.ready else None
-            state = key_values(NOTIFY_STATE) or {}
-            found.watchdog_kills = int_or(state.get("watchdog_kills"), 0)
     history = key_values(HISTORY)
     if history:
         found.starts = int_or(history.get("starts"), 0)
         found.exits = int_or(history.get("exits"), 0)
         found.last_exit = parse_last_exit(history.get("last_exit", ""))
         found.recent_exits = len(history.get("recent_exits", "").split())
+    if any(os.access(name, os.F_OK) for name in svstat.NOTIFY_FILES):
+        # opted in: not ready while down; the watchdog's kills are in notify-state
+        # while the service runs, and in history (written at each end) otherwise
+        found.ready = False
+        found.watchdog_kills = int_or((history or {}).get("watchdog_kills"), 0)
+        when = svstat.ready_since(found.pid) if found.pid else None
+        if when is not None:
+            found.ready = when != svstat.NOT_READY
+            found.ready_seconds = max(0, now - when) if found.ready else None
+            state = key_values(NOTIFY_STATE) or {}
+            found.watchdog_kills = int_or(state.get("watchdog_kills"), found.watchdog_kills)
 
 
 def int_or(text: str | None, default: int) -> int:

@@ -227,6 +227,33 @@ def test_status_ready_column_for_a_service_that_notifies(tmp_path: Path,
     assert table(pysvscan("status", "--scandir", scandir).stdout)["api"][5] == "yes"
 
 
+WEDGED = """#!/usr/bin/python3
+import os, socket, time
+address = os.environ["NOTIFY_SOCKET"]
+socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM).sendto(
+    b"READY=1", "\\0" + address[1:] if address[0] == "@" else address)
+time.sleep(1000)
+"""
+
+
+def test_a_notifying_service_down_is_not_ready_and_keeps_its_watchdog_kills(
+        tmp_path: Path, procs: Processes) -> None:
+    """notify-state goes with the run; what it said is not lost with it: a down
+    service that opts in is `ready: false`, and its watchdog kills come from history."""
+    scandir = tmp_path / "service"
+    wedge = make_service(scandir, "wedge", WEDGED)
+    (wedge / "watchdog").write_text("0.5\n")  # ready, then never pings: killed after 0.5 s
+    start_svscan(procs, scandir)
+    wait_until(lambda: status_json(scandir)[1]["wedge"]["watchdog_kills"] == 0, timeout=10)
+    wait_until(lambda: (wedge / "supervise" / "history").exists(), timeout=10,
+               message="the first watchdog kill")
+    PY.run("svc", "-d", wedge)
+    wait_until(lambda: not status_pid(wedge), timeout=10, message="down")
+    _, rows = status_json(scandir)
+    assert rows["wedge"]["ready"] is False and rows["wedge"]["pid"] in (None, 0)
+    assert rows["wedge"]["watchdog_kills"] >= 1
+
+
 def test_status_colours_only_on_a_terminal(tmp_path: Path) -> None:
     make_service(tmp_path, "orphan", "#!/bin/sh\nexec sleep 1000\n")
 

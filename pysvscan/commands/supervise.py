@@ -246,7 +246,11 @@ class Supervisor:
         recent = " ".join(label for t, label in self.recent if now - t < RECENT)
         replace_file(self.dir, HISTORY,
                      f"starts={self.starts}\nexits={self.exits}\nlast_exit={self.last_exit}\n"
-                     f"recent_exits={recent}\n".encode(), quiet=True)
+                     f"recent_exits={recent}\n{self.history_extra()}".encode(), quiet=True)
+
+    def history_extra(self) -> str:
+        """More history lines (a notifying supervisor's watchdog kills)."""
+        return ""
 
     def command(self, byte: str) -> None:
         """One control byte, exactly as supervise.c's switch; unknown bytes are ignored."""
