@@ -72,7 +72,8 @@ class Supervisor:
         self.woken = False            # a wake-up byte was drained during a pause
         self.status = Status(*tai64.now())
         self.starts = self.exits = 0
-        self.last_exit = ""                       # `exit 1 pid 123 at @4000…`, when known
+        # `exit 1 pid 123 at @4000…` once written; until then what note_exit kept
+        self.last_exit: str | tuple[int | None, int, tuple[int, int], float] = ""
         self.recent: list[tuple[float, str]] = []  # (monotonic, label) of recent exits
         self.adopted = -1             # pidfd of a service adopted from an earlier supervise
         self.adopted_poll: select.poll | None = None
@@ -227,21 +228,24 @@ class Supervisor:
 
     def note_exit(self, status: int | None) -> None:
         """Remember how the service ended (None: an adopted one, not our child, whose
-        status svscan reaped); written out by write_history."""
-        if status is None:
-            how = "unknown"
-        else:
-            code = os.waitstatus_to_exitcode(status)
-            how = f"exit {code}" if code >= 0 else f"signal {-code}"
-        label = tai64.external_now().decode()
+        status svscan reaped), as it is: this runs before the restart, write_history
+        (after it) does the rest."""
         self.exits += 1
-        self.last_exit = f"{how} pid {self.pid} at {label}"
-        now = time.monotonic()
-        self.recent = [(t, l) for t, l in self.recent if now - t < RECENT][-63:]
-        self.recent.append((now, label))
+        self.last_exit = (status, self.pid, tai64.now(), time.monotonic())
 
     def write_history(self) -> None:
         """Only after an exit: a service that never ended costs no write at all."""
+        if isinstance(self.last_exit, tuple):
+            status, pid, when, ended = self.last_exit
+            if status is None:
+                how = "unknown"
+            else:
+                code = os.waitstatus_to_exitcode(status)
+                how = f"exit {code}" if code >= 0 else f"signal {-code}"
+            label = tai64.external(tai64.pack(*when))
+            self.last_exit = f"{how} pid {pid} at {label}"
+            self.recent = [(t, l) for t, l in self.recent if ended - t < RECENT][-63:]
+            self.recent.append((ended, label))
         now = time.monotonic()
         recent = " ".join(label for t, label in self.recent if now - t < RECENT)
         replace_file(self.dir, HISTORY,
