@@ -53,6 +53,13 @@ test: venv test-deps
 bench: venv test-deps
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
+# bench/soak.py: 100 services under random svc commands, kills and added or retired
+# directories, its invariants checked every 10 s; CI runs 60 s of it (tests/test_soak.py).
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: venv
+	$(BIN)/python bench/soak.py --seconds $(SOAK_SECONDS)
+
 packaging-deps:
 	@$(MAKE) --no-print-directory test-deps TEST_DEBS="$(PACKAGING_DEBS)"
 

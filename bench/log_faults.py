@@ -49,16 +49,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+if str(Path(__file__).resolve().parent) not in sys.path:  # imported by path (tests)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from logcheck import INTERVAL, LINE, Analysis, analyse  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 IMPLS = {"c": Path("/usr/bin/multilog"), "py": ROOT / ".venv" / "bin" / "multilog"}
 NAMES = {"c": "C", "py": "pysvscan"}
 SIZE = 99999
 NUM = 100  # n100: at most 99 archives survive; more would trim (and look like loss)
-INTERVAL = 0.001
-FILLER = b"the quick brown fox jumps over the lazy dog 0123456789"
-LINE = b"line %08d " + FILLER + b"\n"
-LOGGED = re.compile(rb"@[0-9a-f]{24} line (\d{8}) " + re.escape(FILLER))
-ARCHIVE = re.compile(r"@[0-9a-f]{24}\.[su]")
 
 Spawn = Callable[..., "subprocess.Popen[bytes]"]
 
@@ -88,81 +87,6 @@ def writer_main(fd: int, count: int, interval: float) -> int:
     return 0
 
 
-# -- the log, read back ------------------------------------------------------------------
-
-@dataclass
-class Analysis:
-    logged: int = 0
-    lost: int = 0
-    duplicated: int = 0
-    dup_runs: int = 0        # stretches of consecutive duplicated lines
-    max_dup_run: int = 0
-    garbled: int = 0
-    reordered: int = 0
-    archives_s: int = 0
-    archives_u: int = 0
-    files: list[str] = field(default_factory=list)
-    stray: list[str] = field(default_factory=list)
-    lost_examples: list[int] = field(default_factory=list)
-    garbled_examples: list[bytes] = field(default_factory=list)
-
-
-def log_files(logdir: Path) -> tuple[list[str], list[str]]:
-    """(files holding log lines in order, unexpected leftovers)."""
-    names = sorted(os.listdir(logdir))
-    archives = [n for n in names if ARCHIVE.fullmatch(n)]
-    ordered = archives + [n for n in ("previous", "current") if n in names]
-    stray = [n for n in names if n not in ordered and n not in ("lock", "state")]
-    if "previous" in names:  # only a crash leaves it; the last run recovers it
-        stray.append("previous")
-    return ordered, stray
-
-
-def analyse(logdir: Path, count: int) -> Analysis:
-    result = Analysis()
-    files, result.stray = log_files(logdir)
-    result.files = files
-    result.archives_s = sum(1 for n in files if n.endswith(".s"))
-    result.archives_u = sum(1 for n in files if n.endswith(".u"))
-    seen = bytearray(count)
-    highest = -1
-    run = 0
-    for name in files:
-        data = (logdir / name).read_bytes()
-        lines = data.split(b"\n")
-        unterminated = lines.pop()  # b"" when the file ends with a newline, as it should
-        for line in lines:
-            m = LOGGED.fullmatch(line)
-            n = int(m.group(1)) if m else -1
-            if n < 0 or n >= count:
-                result.garbled += 1
-                if len(result.garbled_examples) < 5:
-                    result.garbled_examples.append(name.encode() + b": " + line[:120])
-                continue
-            result.logged += 1
-            if seen[n]:
-                result.duplicated += 1
-                run += 1
-                result.max_dup_run = max(result.max_dup_run, run)
-                if run == 1:
-                    result.dup_runs += 1
-                continue
-            run = 0
-            seen[n] = 1
-            if n < highest:
-                result.reordered += 1
-            highest = max(highest, n)
-        if unterminated:  # a file ending mid-line: garbled, even if the text is whole
-            result.garbled += 1
-            if len(result.garbled_examples) < 5:
-                result.garbled_examples.append(name.encode() + b" (no newline): "
-                                               + unterminated[:120])
-    missing = [n for n in range(count) if not seen[n]]
-    result.lost = len(missing)
-    result.lost_examples = missing[:10]
-    return result
-
-
 # -- one experiment ----------------------------------------------------------------------
 
 @dataclass
@@ -186,17 +110,11 @@ class Result:
     @property
     def trimmed(self) -> bool:
         """As many archives as n (default n100) keeps: older ones may have been deleted."""
-        return self.log.archives_s + self.log.archives_u >= self.num - 1
+        return self.log.trimmed(self.num)
 
     def problems(self) -> list[str]:
         """Why this run misses the at-least-once goal (empty: it meets it)."""
-        out = []
-        if self.log.lost:
-            out.append(f"{self.log.lost} lines lost (first: {self.log.lost_examples})")
-        if self.log.garbled:
-            out.append(f"{self.log.garbled} garbled lines (e.g. {self.log.garbled_examples})")
-        if self.log.reordered:
-            out.append(f"{self.log.reordered} lines out of order")
+        out = self.log.damage()
         if self.log.duplicated > self.kills:
             out.append(f"{self.log.duplicated} duplicated lines for {self.kills} kills")
         if self.final_status != 0:
