@@ -428,14 +428,23 @@ def make_supervise_dir(dir: str) -> int | None:
 def adoptable(parent: int) -> tuple[int, int, Status] | None:
     """(pid, pidfd, old status) of the service an earlier supervise of this directory
     left running, if it is still that run: a child of `parent` (svscan, a subreaper,
-    to which orphans go) started when the status says it was (within a second)."""
+    to which orphans go) started when the status says it was (within a second).
+
+    Raw os calls and no exception on the common paths (no status yet, pid 0): this
+    runs once per supervise in svscan's prepare loop, which should make few objects."""
+    if not os.access("supervise/status", os.R_OK):
+        return None
     try:
-        with open("supervise/status", "rb") as f:
-            old = Status.unpack(f.read(18))
-    except (OSError, ValueError):
+        fd = os.open("supervise/status", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 18)
+        finally:
+            os.close(fd)
+    except OSError:
         return None
-    if not old.pid:
+    if len(data) < 18 or not int.from_bytes(data[12:16], "little"):
         return None
+    old = Status.unpack(data)
     try:
         pidfd = os.pidfd_open(old.pid)  # first: from now on the pid cannot be reused
     except (OSError, AttributeError):
@@ -501,10 +510,11 @@ def prepare(dir: str, unit: UnitLink | None = None, parent: int = 0) -> Supervis
             lock.lock_exnb(opened[-1])
         except OSError as e:
             return errors.fatal(PROG, f"unable to acquire {dir}/supervise/lock: ", e)
-        try:  # an earlier supervise's: its counts are not this one's
-            os.unlink(HISTORY)
-        except OSError:
-            pass
+        if os.access(HISTORY, os.F_OK):  # an earlier supervise's counts are not ours
+            try:
+                os.unlink(HISTORY)
+            except OSError:
+                pass
         fifo.make("supervise/control")
         try:
             control = fifo.open_reader("supervise/control")

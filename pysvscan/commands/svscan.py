@@ -133,9 +133,15 @@ class Scanner:
             job.image = self.title.image(["supervise", "log" if job.is_log else job.label])
 
     def descriptor_room(self) -> int:
-        """Descriptors svscan may still open (a large number when unknown)."""
+        """Descriptors svscan may still open (a large number when unknown). Counted
+        only near the limit: far from it an estimate does, without listing
+        /proc/self/fd (a string per descriptor) for every batch."""
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        pipes = sum(2 for sv in self.services.values() if sv.pipe)
+        if limit - pipes - len(self.inherited) > 4 * self.BATCH * self.PREPARE_FDS:
+            return limit - pipes - len(self.inherited) - 16
         try:
-            return resource.getrlimit(resource.RLIMIT_NOFILE)[0] - len(os.listdir("/proc/self/fd"))
+            return limit - len(os.listdir("/proc/self/fd"))
         except OSError as e:  # listing takes a descriptor too
             return 0 if e.errno in (errno.EMFILE, errno.ENFILE) else 1 << 20
         except ValueError:
