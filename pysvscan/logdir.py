@@ -83,8 +83,8 @@ class LogDir:
         except OSError as e:
             return errors.fatal(PROG, f"unable to open directory {self.name}: ", e)
         try:
-            self.lock = os.open("lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                                0o600, dir_fd=self.fd)
+            self.lock = os.open("lock", os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK
+                                | os.O_CLOEXEC, 0o600, dir_fd=self.fd)
             lock.lock_exnb(self.lock)
         except OSError as e:
             return errors.fatal(PROG, f"unable to lock directory {self.name}: ", e)
@@ -146,9 +146,10 @@ class LogDir:
             pass
 
     def open_file(self, name: str, flags: int) -> int:
-        """open_append / open_trunc: created 0644 under multilog's umask 022."""
-        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, 0o644,
-                       dir_fd=self.fd)
+        """open_append / open_trunc: created 0644 under multilog's umask 022; non-blocking
+        as in C, so a FIFO left in the directory fails (ENXIO) instead of hanging."""
+        return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC | flags,
+                       0o644, dir_fd=self.fd)
 
     def open_current(self) -> int:
         return self.open_file("current", os.O_APPEND)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 import time
 
 import _signal  # not `signal`: see execenv.exec_signal_state
@@ -37,8 +38,8 @@ if TYPE_CHECKING:  # typing costs start-up time and memory shared by every child
 
 from . import errors, execenv, tai64
 from .status import Status
-from .commands.supervise import (FORK_FAILURE_PAUSE, IDLE_TIMEOUT, PROG, START_PAUSE,
-                                 Supervisor, drain, exec_run, replace_file)
+from .commands.supervise import (FORK_FAILURE_PAUSE, PROG, START_PAUSE, Supervisor, drain,
+                                 exec_run, replace_file)
 
 # The directory of path sockets, made by tmpfiles.d (systemd) or svscanboot (sysvinit);
 # tests point it elsewhere (abstract-name fallback).
@@ -151,7 +152,12 @@ def fd_of(text: bytes) -> int | None:
 
 
 def usec_of(text: str) -> int | None:
-    return int(text) if text.isascii() and text.isdigit() else None
+    """A decimal uint64, as systemd reads these fields; a longer number is refused
+    (it would not even convert to a float)."""
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        return None
+    value = int(text)
+    return value if value < 1 << 64 else None
 
 
 # -- the socket ------------------------------------------------------------------------------
@@ -171,7 +177,7 @@ def open_socket(dir: str) -> tuple[int, str] | None:
         return None
     try:
         sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_PASSCRED, 1)
-        address = bind_path(sock, f"{NOTIFY_DIR}/{key}.sock")
+        address = bind_path(sock, f"{NOTIFY_DIR}/{key}.sock", dir)
         if address is None:
             address = f"@pysvscan/notify/{key}"
             sock.bind(b"\0" + address[1:].encode())
@@ -182,16 +188,29 @@ def open_socket(dir: str) -> tuple[int, str] | None:
     return sock.detach(), address
 
 
-def bind_path(sock: _socket.socket, path: str) -> str | None:
-    """Bind to `path` if its directory lets us; None: use an abstract name instead
-    (also for a relative path, which NOTIFY_SOCKET cannot carry)."""
+def bind_path(sock: _socket.socket, path: str, dir: str) -> str | None:
+    """Bind to `path` if its directory is usable and safe; None: use an abstract name
+    instead (also for a relative path, which NOTIFY_SOCKET cannot carry). Nothing is
+    made or removed through a symbolic link, and only a stale socket is unlinked: a
+    directory that is a link, a file, or writable by others, or a non-socket where the
+    socket goes, is left alone with a warning."""
     if not path.startswith("/") or len(os.fsencode(path)) >= 108:  # sun_path
         return None
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
+    why = notify_dir_problem(os.path.dirname(path))
+    if why is None:
+        try:
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                why = f"{path} exists and is not a socket"
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return None
+    if why is not None:
+        if why:
+            errors.warn(PROG, f"unable to bind notify socket for {dir} in "
+                              f"{os.path.dirname(path)}: {why}")
         return None
     # Mode 0666: any uid may send, as to /run/systemd/notify (services drop
     # privileges). Set through the umask at bind, not by a chmod that would follow
@@ -204,6 +223,27 @@ def bind_path(sock: _socket.socket, path: str) -> str | None:
     finally:
         os.umask(umask)
     return path
+
+
+def notify_dir_problem(path: str) -> str | None:
+    """None if sockets may be made in `path`: it and its parent are real directories
+    (lstat: a symbolic link does not count), owned by root or by supervise's user and
+    writable by no one else (the parent may be sticky, as /tmp is). Otherwise why not,
+    or '' when it is simply absent or out of reach (non-root use), which is no news."""
+    for name in (os.path.dirname(path), path):
+        try:
+            st = os.lstat(name)
+        except OSError:
+            return ""
+        if stat.S_ISLNK(st.st_mode):
+            return f"{name} is a symbolic link"
+        if not stat.S_ISDIR(st.st_mode):
+            return f"{name} is not a directory"
+        if st.st_uid not in (0, os.geteuid()):
+            return f"{name} belongs to uid {st.st_uid}"
+        if st.st_mode & 0o022 and not (name != path and st.st_mode & stat.S_ISVTX):
+            return f"{name} is writable by others"
+    return None
 
 
 def write_socket_file(dir: str, address: str) -> None:
@@ -310,6 +350,9 @@ class NotifySupervisor(Supervisor):
         self.close_pipe()
         self.clear_run()
         self.write_state()
+
+    def history_extra(self) -> str:
+        return f"watchdog_kills={self.watchdog_kills}\n"
 
     def adopt(self, pid: int, pidfd: int, old: Status) -> None:
         """Supervisor.adopt, with the readiness the earlier supervise recorded for that
@@ -434,6 +477,8 @@ class NotifySupervisor(Supervisor):
                 return
             self.check_deadlines()  # after reap: never for a run that is already over
             self.command(self.read_command())
+            if self.stale:
+                self.retry_status()
             self.iteration_done()
 
     def deep_sleep(self, seconds: float) -> None:
@@ -465,9 +510,10 @@ class NotifySupervisor(Supervisor):
                     deadlines.append(self.wd_last + self.wd_timeout)
                 if self.ready_deadline:
                     deadlines.append(self.ready_deadline)
+        idle = super().timeout_ms()  # IDLE_TIMEOUT, or the retry of a failed status write
         if not deadlines:
-            return IDLE_TIMEOUT * 1000
-        return max(0.0, min(deadlines) - time.monotonic()) * 1000 + 1
+            return idle
+        return min(idle, max(0.0, min(deadlines) - time.monotonic()) * 1000 + 1)
 
     def check_deadlines(self) -> None:
         if not self.pid:

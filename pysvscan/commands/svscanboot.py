@@ -96,6 +96,7 @@ def systemd_boot(dir: str, bindir: str) -> int:
 
 def classic_boot(dir: str, bindir: str) -> int:
     """daemontools.md §7, steps 2-4 in order (step 1 is PATH above)."""
+    make_notify_dir()  # first: a warning reaches the caller's stderr, not /dev/null
     try:
         to_dev_null()
     except OSError as e:
@@ -107,7 +108,6 @@ def classic_boot(dir: str, bindir: str) -> int:
         wait_for({spawn(f"{bindir}/svc", ["svc", "-dx", *leftovers(dir)], shell_env)})
     except OSError as e:
         return errors.fatal(PROG, "unable to fork: ", e)
-    make_notify_dir()
     try:
         read_end, write_end = os.pipe()
     except OSError as e:
@@ -128,14 +128,48 @@ def classic_boot(dir: str, bindir: str) -> int:
 def make_notify_dir() -> None:
     """What tmpfiles.d does at boot under systemd, for a host without it (systemd.md
     §4.5): the directory of supervise's notify sockets, 0755 so that services of any
-    uid reach them. Failing (not root) is no error: supervise then uses abstract names."""
+    uid reach them. Failing (not root) is no error: supervise then uses abstract names.
+    Each level is made and opened relative to the one above, never through a symbolic
+    link: a link or a file already there is left alone, with a warning (supervise
+    refuses it too: notify_server.notify_dir_problem)."""
     from ..notify_server import DEFAULT_NOTIFY_DIR
+    above = None
     for path in (os.path.dirname(DEFAULT_NOTIFY_DIR), DEFAULT_NOTIFY_DIR):
+        fd = make_dir_at(above, path, DEFAULT_NOTIFY_DIR)
+        if above is not None:
+            os.close(above)
+        if fd is None:
+            return
+        above = fd
+    if above is not None:
+        os.close(above)
+
+
+def make_dir_at(above: int | None, path: str, goal: str) -> int | None:
+    """mkdir `path` 0755 (its last component in directory `above`, if given) unless it
+    exists, and return a descriptor of it; None if it cannot be made (silently) or is
+    not a real directory (with a warning that `goal` cannot be made)."""
+    name = path if above is None else os.path.basename(path)
+    try:
+        os.mkdir(name, 0o755, dir_fd=above)
+        made = True
+    except FileExistsError:
+        made = False
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=above)
+    except OSError:
+        kind = "a symbolic link" if os.path.islink(path) else "not a directory"
+        errors.warn(PROG, f"unable to make {goal}: {path} is {kind}")
+        return None
+    if made:
         try:
-            os.mkdir(path, 0o755)
-            os.chmod(path, 0o755)  # whatever the umask
+            os.fchmod(fd, 0o755)  # whatever the umask
         except OSError:
             pass
+    return fd
 
 
 def programs_dir(argv0: str) -> str:
