@@ -203,8 +203,9 @@ KILL_GRACE = 5.0  # after `svc -k`, what a supervise gets to exit
 def stop(service_dir: str, label: str, timeout: float) -> str:
     """`svc -dx`, then wait until its supervise has exited (its pidfd, or a change in
     supervise/ when the process cannot be found); `svc -k` after `timeout`."""
+    control = os.path.join(service_dir, "supervise", "control")
     try:
-        fd = fifo.open_writer(os.path.join(service_dir, "supervise", "control"))
+        fd = fifo.open_writer(control)
     except OSError as e:
         if e.errno in (errno.ENXIO, errno.ENOENT):
             return f"{label}: no supervise running"
@@ -227,15 +228,7 @@ def stop(service_dir: str, label: str, timeout: float) -> str:
 
     if watch.wait_for(exited, timeout):
         return f"{label}: stopped, supervise exited"
-    # As svscan's shutdown does: a service that ignores SIGTERM gets SIGKILL.
-    try:
-        fd = fifo.open_writer(os.path.join(service_dir, "supervise", "control"))
-        try:
-            fifo.write_commands(fd, b"k")
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
+    fifo.send_quietly(control, b"k")  # as svscan's shutdown: SIGTERM ignored, SIGKILL
     if watch.wait_for(exited, KILL_GRACE):
         return f"{label}: killed after {timeout:g} s (svc -k), supervise exited"
     top = service_dir[:-len("/log")] if label.endswith("/log") else service_dir

@@ -383,3 +383,25 @@ def require_journald(who: str) -> None:
         pytest.fail(f"{who} need a real systemd-journald in a private mount namespace; "
                     "missing: " + ", ".join(missing) + ". Install the Debian packages "
                     "systemd and util-linux, and run as root.", pytrace=False)
+
+
+def read_history(service: Path) -> dict[str, str]:
+    """supervise/history's KEY=VALUE lines ({} before the service first ended)."""
+    try:
+        text = (service / "supervise" / "history").read_text()
+    except FileNotFoundError:
+        return {}
+    return dict(line.split("=", 1) for line in text.splitlines())
+
+
+def lock_holder(service: Path) -> int:
+    """The supervise of `service`, found by pid: the process holding supervise/lock."""
+    lock = os.path.realpath(service / "supervise" / "lock")
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == lock
+                   for fd in os.listdir(f"/proc/{entry}/fd")):
+                return int(entry)
+        except OSError:
+            continue
+    return 0

@@ -186,6 +186,20 @@ def up_pid(box: Container, name: str) -> int:
     return int(found.group(1)) if found else 0
 
 
+def assert_one_whole_counter_run(box: Container, service: str = "/srv/counter") -> int:
+    """After a stop: the counter ran once, every line from 1 on is in its log, and so
+    are its last words (`last N`), which only a logger that outlived it could take.
+    Returns N."""
+    runs = counter_runs(box, service)
+    assert len(runs) == 1, [run[:2] + run[-2:] for run in runs]
+    lines = runs[0]
+    last = re.fullmatch(r"last (\d+)", lines[-1])
+    assert last, lines[-3:]
+    count = int(last.group(1))
+    assert lines[:-1] == [f"line {n}" for n in range(1, count + 1)]
+    return count
+
+
 def counter_runs(box: Container, service: str = "/srv/counter") -> list[list[str]]:
     """The counter's log, archives first, split into one list per run of the service."""
     main = box.root / service.lstrip("/") / "log/main"

@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import PY, Processes, alive, make_service, status_pid, wait_until
+from conftest import PY, Processes, alive, lock_holder, make_service, status_pid, wait_until
 from pysvscan import tai64
 from pysvscan.status import Status
 
@@ -48,19 +48,6 @@ class Census(threading.Thread):
             time.sleep(0.002)
 
 
-def lock_holder(service: Path) -> int:
-    """The supervise of `service`: the process holding supervise/lock open."""
-    lock = os.path.realpath(service / "supervise" / "lock")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            for fd in os.listdir(f"/proc/{entry}/fd"):
-                if os.readlink(f"/proc/{entry}/fd/{fd}") == lock:
-                    return int(entry)
-        except OSError:
-            continue
-    return 0
 
 
 def svstat(service: Path) -> str:

@@ -15,8 +15,8 @@ from typing import Iterator
 import pytest
 
 from conftest import wait_until
-from containerlib import (COUNTER_LOG_RUN, COUNTER_RUN, Container, counter_runs, journal,
-                          require_container, svstat, up_pid)
+from containerlib import (COUNTER_LOG_RUN, COUNTER_RUN, Container, assert_one_whole_counter_run,
+                          counter_runs, journal, require_container, svstat, up_pid)
 
 HELLO_RUN = """#!/bin/sh
 i=0
@@ -123,11 +123,7 @@ def test_logged_service_stops_before_its_logger_with_no_line_lost(box: Container
                message="a thousand lines logged")
     box.run("systemctl", "stop", unit("counter"), timeout=120)
     assert box.show(unit("counter"), "Result") == "success"
-    runs = counter_runs(box, "/etc/service/counter")
-    assert len(runs) == 1
-    last = re.fullmatch(r"last (\d+)", runs[0][-1])  # the logger outlived the service
-    assert last, runs[0][-3:]
-    assert runs[0][:-1] == [f"line {n}" for n in range(1, int(last.group(1)) + 1)]
+    assert_one_whole_counter_run(box, "/etc/service/counter")
     assert not leftovers(box, "/etc/service/counter")
 
 

@@ -13,7 +13,8 @@ from typing import Iterator
 
 import pytest
 
-from conftest import PY, Processes, make_service, status_pid, wait_until
+from conftest import (PY, Processes, lock_holder, make_service, read_history, status_pid,
+                      wait_until)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -24,24 +25,8 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def history(service: Path) -> dict[str, str]:
-    try:
-        text = (service / "supervise" / "history").read_text()
-    except FileNotFoundError:
-        return {}
-    return dict(line.split("=", 1) for line in text.splitlines())
 
 
-def lock_holder(service: Path) -> int:
-    lock = os.path.realpath(service / "supervise" / "lock")
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if any(os.readlink(f"/proc/{entry}/fd/{fd}") == lock
-                   for fd in os.listdir(f"/proc/{entry}/fd")):
-                return int(entry)
-        except OSError:
-            continue
-    return 0
 
 
 def children(pid: int) -> list[tuple[int, str]]:
@@ -63,13 +48,13 @@ def test_a_crash_loop_starts_once_a_second_and_costs_supervise_little(
     scan = tmp_path / "service"
     service = make_service(scan, "crash", "#!/bin/sh\nexit 1\n")
     procs.start([PY.bin("svscan"), str(scan)], env={"PATH": "/usr/bin:/bin"})
-    wait_until(lambda: int(history(service).get("exits", 0)) >= 2, timeout=10,
+    wait_until(lambda: int(read_history(service).get("exits", 0)) >= 2, timeout=10,
                message="the crash loop under way")
     supervise = lock_holder(service)
-    starts, cpu, began = int(history(service)["starts"]), cpu_seconds(supervise), time.monotonic()
+    starts, cpu, began = int(read_history(service)["starts"]), cpu_seconds(supervise), time.monotonic()
     time.sleep(10)  # measuring a rate
     elapsed = time.monotonic() - began
-    started = int(history(service)["starts"]) - starts
+    started = int(read_history(service)["starts"]) - starts
     used = cpu_seconds(supervise) - cpu
     assert started <= elapsed + 1, (started, elapsed)  # at most once a second
     assert started >= elapsed - 2, (started, elapsed)  # and it does keep trying
