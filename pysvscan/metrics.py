@@ -25,6 +25,7 @@ textfile collector.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any, Callable, Iterator
@@ -183,17 +184,25 @@ def serve(scandir: str, host: str, port: int, announce: Callable[[str], None]) -
 
     httpd = make_server(host, port, guarded, Server, Quiet)
 
-    def stop(signum: int, frame: object) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    # SIGTERM and SIGINT only wake the loop below, between two requests: an exception
+    # raised inside one, wsgiref's handler would take for the application's error and
+    # go on serving.
+    import select
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     bound = httpd.server_address
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
     announce(f"serving metrics of {scandir} on http://{shown}:{bound[1]}/metrics")
     httpd.timeout = None  # handle_request() sleeps until a client comes: no polling
     try:
         while True:
-            httpd.handle_request()
+            ready, _, _ = select.select([httpd.socket, wake_r], [], [])  # until one comes
+            if wake_r in ready and {signal.SIGTERM, signal.SIGINT} & set(os.read(wake_r, 512)):
+                break
+            if httpd.socket in ready:
+                httpd.handle_request()
     except KeyboardInterrupt:
         pass
     finally:

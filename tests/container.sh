@@ -23,9 +23,9 @@ set -eu
 ME=container.sh
 ROOTFS=${PYSVSCAN_ROOTFS:-/var/tmp/pysvscan-rootfs}
 SYSPATH=/usr/sbin:/usr/bin:/sbin:/bin
-# What pysvscan needs at run time in Debian 12, plus pip to install it from a wheel
+# What pysvscan needs (and recommends) at run time in Debian 12, plus pip to install it
 # and procps/psmisc for looking at the process tree from inside.
-PACKAGES=systemd,systemd-sysv,dbus,python3,python3-systemd,python3-click,python3-sdnotify,python3-pip,procps
+PACKAGES=systemd,systemd-sysv,dbus,python3,python3-systemd,python3-click,python3-sdnotify,python3-prometheus-client,python3-pip,procps
 STAMP="bookworm minbase $PACKAGES"
 
 die() { echo "$ME: $*" >&2; exit 125; }

@@ -151,3 +151,33 @@ def test_metrics_errors(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert r.stderr == ("Error: prometheus_client is not installed (Debian package "
                         "python3-prometheus-client, or pip install 'pysvscan[metrics]')\n")
+
+
+def test_metrics_server_stops_on_sigterm_and_sigint_even_mid_scrape(
+        tmp_path: Path, procs: Processes) -> None:
+    """A signal that lands while a scrape is served must not be taken for an error of
+    that scrape (wsgiref's handler catches everything): the server stops, exit 0."""
+    import threading
+    scandir = tmp_path / "service"
+    for i in range(50):  # scrapes that take a while
+        make_service(scandir, f"s{i:02d}", "#!/bin/sh\nexec sleep 1000\n", down=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        server, url = start_server(procs, scandir)
+        done = threading.Event()
+
+        def scrape_on() -> None:
+            while not done.is_set():
+                try:
+                    scrape(url)
+                except OSError:
+                    return
+
+        threads = [threading.Thread(target=scrape_on, daemon=True) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: any(t.is_alive() for t in threads), message="scrapes")
+        server.send_signal(sig)
+        try:
+            assert server.wait(timeout=10) == 0
+        finally:
+            done.set()
