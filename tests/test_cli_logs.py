@@ -13,7 +13,7 @@ from pathlib import Path
 
 from conftest import C, PY, Processes, make_service, status_pid, wait_until
 from test_cli import pysvscan, release, start_svscan
-from test_systemd_journald import Journald, jd  # noqa: F401  the module's journald
+from journaldlib import Journald, jd  # noqa: F401  the module's journald
 
 LOCAL = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{9}"
 # numbered lines, fast: s4096 rotates about every 100 of them

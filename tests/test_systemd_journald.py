@@ -13,90 +13,14 @@ and util-linux (unshare, nsenter). Without them the tests fail, saying so.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import signal
-import subprocess
 from pathlib import Path
 from typing import Iterator
 
-import pytest
+from conftest import make_service, OUR_BIN, Processes, status_pid, SYSTEM_BIN as BIN
+from journaldlib import Journald, jd  # noqa: F401  the module's journald (a fixture)
 
-from conftest import (alive, JOURNALD, make_service, OUR_BIN, Processes, require_journald,
-                      status_pid, SYSTEM_BIN as BIN, wait_until)
-
-HERE = Path(__file__).resolve().parent
-JOURNALD_NS = HERE / "journald_ns.sh"
 PATH = "/usr/bin:/bin"
-
-
-def require_tools() -> None:
-    require_journald("svscan's journal tests")
-
-
-class Journald:
-    def __init__(self, holder_pid: int, journald_pid: int) -> None:
-        self.holder_pid = holder_pid    # a process inside the namespace (cat)
-        self.journald_pid = journald_pid
-
-    def argv(self, argv: list[str], cwd: Path | str = "/") -> list[str]:
-        return [BIN["nsenter"], f"--target={self.holder_pid}", "--mount", f"--wd={cwd}",
-                "--", *argv]
-
-    def entries(self, *matches: str) -> list[dict]:
-        """`journalctl --all -o json MATCHES`, decoded, oldest first."""
-        cp = subprocess.run(self.argv([BIN["journalctl"], "--no-pager", "--all", "-o", "json",
-                                       *matches]), capture_output=True, timeout=20)
-        assert cp.returncode in (0, 1), cp  # 1: no entries at all yet
-        return [json.loads(line) for line in cp.stdout.splitlines() if line.strip()]
-
-    def wait_entries(self, count: int, *matches: str, timeout: float = 10) -> list[dict]:
-        found: list[dict] = []
-
-        def enough() -> bool:
-            found[:] = self.entries(*matches)
-            return len(found) >= count
-        try:
-            wait_until(enough, timeout=timeout, interval=0.1)
-        except AssertionError:
-            raise AssertionError(f"journalctl {' '.join(matches)}: {len(found)} entries "
-                                 f"after {timeout} s, expected {count}: "
-                                 f"{[e.get('MESSAGE') for e in found]}") from None
-        return found
-
-
-@pytest.fixture(scope="module")
-def jd() -> Iterator[Journald]:
-    require_tools()
-    holder = subprocess.Popen(
-        [str(JOURNALD_NS), "--", "/bin/sh", "-c", 'echo "$$ $JOURNALD_PID"; exec cat >/dev/null'],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        start_new_session=True)
-    journald_pid = 0
-    try:
-        assert holder.stdout is not None
-        first = holder.stdout.readline()
-        if not first:
-            err = holder.stderr.read() if holder.stderr else b""
-            holder.wait(timeout=10)
-            pytest.fail(f"journald_ns.sh did not start journald (exit {holder.returncode}): "
-                        f"{err.decode(errors='replace').strip()}", pytrace=False)
-        holder_pid, journald_pid = map(int, first.split())
-        yield Journald(holder_pid, journald_pid)
-    finally:
-        if holder.stdin:
-            holder.stdin.close()  # cat ends, journald_ns.sh stops journald by its pid
-        try:
-            holder.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(holder.pid, signal.SIGKILL)
-            holder.wait(timeout=10)
-        for stream in (holder.stdout, holder.stderr):
-            if stream:
-                stream.close()
-        if journald_pid:
-            wait_until(lambda: not alive(journald_pid), timeout=5,
-                       message=f"journald (pid {journald_pid}) to be gone")
 
 
 def value(entry: dict, name: str) -> str | bytes | None:
