@@ -38,8 +38,8 @@ if TYPE_CHECKING:  # typing costs start-up time and memory shared by every child
 
 from . import errors, execenv, tai64
 from .status import Status
-from .commands.supervise import (FORK_FAILURE_PAUSE, PROG, START_PAUSE, Supervisor, drain,
-                                 exec_run, replace_file)
+from .commands.supervise import (FORK_FAILURE_PAUSE, PROG, START_PAUSE, Supervisor, exec_run,
+                                 replace_file)
 
 # The directory of path sockets, made by tmpfiles.d (systemd) or svscanboot (sysvinit);
 # tests point it elsewhere (abstract-name fallback).
@@ -291,8 +291,9 @@ def session_and_parent(pid: int) -> tuple[int, int] | None:
 class NotifySupervisor(Supervisor):
     """Supervisor plus the notify socket, the s6 pipe, the watchdog and ready timers.
 
-    The loop is the plain one with two more kinds of wake-up (a datagram, a pipe read)
-    and a poll timeout from the nearest deadline. Readiness state belongs to one run of
+    The loop is the plain one, through its hooks: two more kinds of wake-up (a
+    datagram, a pipe read, in serve_fds), the deadlines (check_deadlines) and a poll
+    timeout from the nearest one (timeout_ms). Readiness state belongs to one run of
     ./run: it is reset at every pid change (start, death), which is also when
     notify-state is rewritten (before status, so a reader that sees the new pid in
     status finds the new run's notify-state) or removed.
@@ -457,39 +458,12 @@ class NotifySupervisor(Supervisor):
 
     # -- the loop --------------------------------------------------------------------------
 
-    def loop(self) -> None:
-        """Supervisor.loop, plus datagrams, the pipe and the deadlines."""
-        self.announce()
-        while True:
-            if self.exiting and not self.pid:
-                return
-            if self.retry_start and not self.pid and self.want and self.want_up:
-                self.retry_start = False
-                self.try_start()
-                continue
-            self.retry_start = False
-            for fd, _ in self.idle.poll(0 if self.woken else self.timeout_ms()):
-                if fd != self.wakeup_r and fd != self.control:
-                    self.serve_fd(fd)  # before reap: the last words of a dying run count
-            drain(self.wakeup_r)
-            self.woken = False
-            if self.reap():
-                return
-            self.check_deadlines()  # after reap: never for a run that is already over
-            self.command(self.read_command())
-            if self.stale:
-                self.retry_status()
-            self.iteration_done()
-
-    def deep_sleep(self, seconds: float) -> None:
-        """Supervisor.deep_sleep; messages are still taken, so READY=1 keeps its time."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            for fd, _ in self.pausing.poll(left * 1000 + 1):
-                if fd == self.wakeup_r:
-                    self.woken |= drain(fd)
-                else:
-                    self.serve_fd(fd)
+    def serve_fds(self, events: list[tuple[int, int]]) -> None:
+        """Datagrams and the pipe, in the loop before reaping (the last words of a dying
+        run count) and during the pause after a start (READY=1 keeps its time)."""
+        for fd, _ in events:
+            if fd != self.wakeup_r and fd != self.control:
+                self.serve_fd(fd)
 
     def serve_fd(self, fd: int) -> None:
         if fd == self.sock_fd:

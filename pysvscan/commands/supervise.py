@@ -168,8 +168,10 @@ class Supervisor:
         so a child death during the pause is still reaped right after it."""
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
-            if self.pausing.poll(left * 1000 + 1):
+            events = self.pausing.poll(left * 1000 + 1)
+            if events:
                 self.woken |= drain(self.wakeup_r)
+                self.serve_fds(events)
 
     # -- the loop ----------------------------------------------------------------
 
@@ -307,15 +309,23 @@ class Supervisor:
                 self.try_start()
                 continue
             self.retry_start = False
-            self.idle.poll(0 if self.woken else self.timeout_ms())
+            self.serve_fds(self.idle.poll(0 if self.woken else self.timeout_ms()))
             drain(self.wakeup_r)
             self.woken = False
             if self.reap():
                 return
+            self.check_deadlines()  # after reap: never for a run that is already over
             self.command(self.read_command())
             if self.stale:
                 self.retry_status()
             self.iteration_done()
+
+    def serve_fds(self, events: list[tuple[int, int]]) -> None:
+        """The descriptors a subclass adds to the polls (notify_server: its socket and
+        the s6 pipe), served from the loop and during the pause after a start."""
+
+    def check_deadlines(self) -> None:
+        """Timers a subclass keeps (notify_server: watchdog, readiness, SIGKILL)."""
 
     def timeout_ms(self) -> float:
         """How long the loop may sleep with nothing happening."""
