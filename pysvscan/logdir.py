@@ -11,7 +11,6 @@ sleeps 5 s and retries the same step, and input waits meanwhile: nothing is drop
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import time

@@ -99,7 +99,7 @@ def test_a_wedged_supervise_ends_in_result_watchdog_and_a_restart(box: Container
                timeout=20, message="systemd's watchdog to fire")
     wait_until(lambda: box.show(unit("hello"), "MainPID") not in ("0", main), timeout=20,
                message="the unit restarted")
-    wait_until(lambda: (p := up_pid(box, "hello")) not in (0, hello), timeout=10,
+    wait_until(lambda: up_pid(box, "hello") not in (0, hello), timeout=10,
                message="hello up under the new supervise")
     assert int(box.show(unit("hello"), "NRestarts")) >= 1
     # exactly one copy of the service: the old one went with the old supervise
