@@ -422,3 +422,33 @@ def test_glibc_internal_signals_ignored_by_posix_spawn_are_reset() -> None:
     before, after = (int(x, 16) for x in out.split())
     assert before & 0x180000000 == 0x180000000, "posix_spawn no longer sets the quirk?"
     assert after & 0x180000000 == 0
+
+
+def test_run_spawner_starts_run_clean_and_says_0_when_it_cannot(tmp_path: Path) -> None:
+    """supervise's posix_spawn: ./run with argv ['./run'], the exec environment, every
+    signal at its default (32 and 33 too, which posix_spawn leaves ignored unless told
+    with raw bits) and an empty mask, from a process that ignores, catches and blocks
+    some; 0 when there is nothing to run, for supervise to fork and report instead."""
+    (tmp_path / "svc").mkdir()
+    write_script(tmp_path / "svc" / "run",
+                 '#!/bin/sh\necho "$0 $SPAWN_MARK" > out\nexec cat /proc/self/status >> out\n')
+    r = run_python(f"""
+        import os, signal
+        os.chdir({str(tmp_path / "svc")!r})
+        os.environ["SPAWN_MARK"] = "seen"
+        from pysvscan import execenv
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGUSR2, lambda *a: None)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGUSR1}})
+        ignored, blocked = execenv.exec_signal_state()
+        spawn = execenv.run_spawner(ignored)
+        pid = spawn()
+        assert pid > 0 and os.waitpid(pid, 0)[1] == 0
+        os.rename("run", "gone")
+        print(spawn())
+    """)
+    assert r.stdout.decode().strip() == "0"
+    out = (tmp_path / "svc" / "out").read_text()
+    assert out.splitlines()[0] == "./run seen"
+    fields = dict(line.split(":\t") for line in out.splitlines() if ":\t" in line)
+    assert (fields["SigBlk"], fields["SigIgn"], fields["SigCgt"]) == ("0" * 16,) * 3

@@ -57,7 +57,7 @@ class Supervisor:
     __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
                  "paused", "exiting", "retry_start", "woken", "status", "fds", "exec_ignored",
                  "exec_blocked", "starts", "exits", "last_exit", "recent", "adopted",
-                 "adopted_poll", "stale")
+                 "adopted_poll", "stale", "spawn")
 
     def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
         self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
@@ -81,7 +81,7 @@ class Supervisor:
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
         # what ./run must not inherit: computed here, where svscan runs this (shared)
         self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
-        execenv.exec_environment()
+        self.spawn = execenv.run_spawner(self.exec_ignored)
         self.idle.register(wakeup_r, select.POLLIN)
         self.idle.register(control, select.POLLIN)
         self.pausing.register(wakeup_r, select.POLLIN)
@@ -132,7 +132,7 @@ class Supervisor:
         and rename. The death is still recorded if the fork fails.
         """
         try:
-            child = os.fork()
+            child = (self.spawn() if self.spawn else 0) or os.fork()
         except OSError as e:
             if after_death:
                 self.record_death()
