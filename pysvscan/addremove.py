@@ -190,11 +190,7 @@ def supervise_pids(service_dir: str) -> list[int]:
 
 def supervise_running(service_dir: str) -> bool:
     """svok's test: someone holds supervise/ok open for reading."""
-    try:
-        os.close(fifo.open_writer(os.path.join(service_dir, "supervise", "ok")))
-        return True
-    except OSError:
-        return False
+    return fifo.has_reader(os.path.join(service_dir, "supervise", "ok"))
 
 
 KILL_GRACE = 5.0  # after `svc -k`, what a supervise gets to exit

@@ -29,6 +29,15 @@ def open_writer(path: str) -> int:
     return os.open(path, _CLIENT_FLAGS)
 
 
+def has_reader(path: str) -> bool:
+    """svok's test on supervise/ok: someone holds it open for reading."""
+    try:
+        os.close(open_writer(path))
+    except OSError:
+        return False
+    return True
+
+
 def send_quietly(control: str, data: bytes) -> None:
     """What `svc` does for one directory's control FIFO, without a word on failure:
     for a supervisor stopping its children, which must never stall on one of them."""

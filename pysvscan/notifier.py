@@ -120,11 +120,15 @@ class Notifier:
         """After each scan: READY=1 after the first one and after a reload's, always
         STATUS=, and the watchdog ping if it is due (a scan completes an iteration)."""
         lines = [f"STATUS={one_line(status)}"]
-        if not self.first_ready or self.reloading:
+        if self.ready_due():
             lines.insert(0, "READY=1")
             self.first_ready, self.reloading = True, False
         self.send(*lines)
         self.iteration_done()
+
+    def ready_due(self) -> bool:
+        """The next scanned() says READY=1."""
+        return not self.first_ready or self.reloading
 
     def reload_started(self) -> None:
         """SIGHUP: RELOADING=1 now, READY=1 after the rescan (scanned)."""

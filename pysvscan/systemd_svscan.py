@@ -34,6 +34,10 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Callable
 
+# READY=1 waits this long at most for the supervise processes of its scan to answer svok
+# (a new service's opens supervise/ok once its service has started: supervise.prepare)
+READY_WAIT = 5.0
+
 
 class SystemdScanner(Scanner):
     """The classic scanner, telling systemd how things go; `relays` in journal mode."""
@@ -214,6 +218,8 @@ def loop(scanner: SystemdScanner, poller: select.poll, wakeup_r: int) -> int:
         scanner.reap()
         scanner.scan()
         if told:
+            if told.ready_due():  # READY=1 says every supervise answers svok
+                scanner.wait_supervised(READY_WAIT)
             told.scanned(notifier.summary(scanner.names(), told.last_error))
         deadline = time.monotonic() + SCAN_INTERVAL
         while (left := deadline - time.monotonic()) > 0:

@@ -1038,3 +1038,42 @@ def test_svscan_survives_removed_service(py_tree: Tree, procs: Processes,
     assert s.with_args("supervise r") == [] and s.with_args("supervise log") == []
     assert s.at("service/k") == [k]
     assert s.stderr_lines() == []
+
+
+def test_a_new_service_is_never_seen_supervised_without_its_status(py_tree: Tree,
+                                                                    procs: Processes,
+                                                                    tmp_path: Path) -> None:
+    """pysvscan skips the C's pid-0 record for a new service that svscan starts (one
+    file creation fewer in svscan's loop): its first status already has the pid, and
+    supervise/ok gets its reader only after it, so that svok and svstat, which look at
+    ok first, never find a supervised service without a status. Polled as tightly as
+    Python can while 40 new services start (svscan prepares them in one batch, so a
+    pid-0 record would stand for the whole batch)."""
+    names = [f"n{i:02d}" for i in range(40)]
+    s = start_one(py_tree, procs, tmp_path / "py", lambda d: [make_service(d, n, SLEEP)
+                                                             for n in names])
+    first: dict[str, int] = {}
+    without_status = []
+    deadline = time.monotonic() + 20
+    while len(first) < len(names) and time.monotonic() < deadline:
+        for name in names:
+            sup = s.scan / name / "supervise"
+            try:
+                os.close(os.open(sup / "ok", os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                supervised = False
+            else:
+                supervised = True
+            try:
+                data = (sup / "status").read_bytes()
+            except FileNotFoundError:
+                if supervised:
+                    without_status.append(name)
+                continue
+            if len(data) == 18 and name not in first:
+                first[name] = int.from_bytes(data[12:16], "little")
+    assert sorted(first) == names, "every service's status seen"
+    assert without_status == []
+    # but for svscan's first eight (supervise.FIRST_STATUS_IN_SVSCAN), which warm it up
+    assert len([n for n, pid in first.items() if pid == 0]) <= 8, "no pid-0 record first"
+    wait_until(lambda: all(status_pid(s.scan / n) for n in names), 10, message="all up")

@@ -44,6 +44,13 @@ NOTIFY_FILES = ("sd-notify", "watchdog", "notification-fd")  # opting in (notify
 # pysvscan's extra file next to the 18-byte status: starts, exits, the last exit and the
 # exits of the last RECENT seconds (for `pysvscan status` and `pysvscan doctor`).
 HISTORY = "supervise/history"
+STATUS = "supervise/status"
+# svscan writes the first status of this many new services itself, as the C does, before
+# leaving it to the children (prepare): enough calls for CPython to specialise that code
+# in svscan, where every child shares it, instead of each child running it cold and
+# copying the pages that dirties (some 30 kB a child).
+FIRST_STATUS_IN_SVSCAN = 8
+_first_status_left = FIRST_STATUS_IN_SVSCAN
 RECENT = 60.0
 
 
@@ -57,7 +64,7 @@ class Supervisor:
     __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
                  "paused", "exiting", "retry_start", "woken", "status", "fds", "exec_ignored",
                  "exec_blocked", "starts", "exits", "last_exit", "recent", "adopted",
-                 "adopted_poll", "stale", "spawn")
+                 "adopted_poll", "stale", "spawn", "ok_late")
 
     def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
         self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
@@ -78,6 +85,7 @@ class Supervisor:
         self.adopted = -1             # pidfd of a service adopted from an earlier supervise
         self.adopted_poll: select.poll | None = None
         self.stale = False            # the last status write failed: retried every second
+        self.ok_late = False          # supervise/ok is opened after the first status write
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
         # what ./run must not inherit: computed here, where svscan runs this (shared)
         self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
@@ -112,12 +120,12 @@ class Supervisor:
         self.status.paused = int(self.paused) if self.pid else 0
         self.status.want = (WANT_UP if self.want_up else WANT_DOWN) if self.want else WANT_NONE
         # pysvscan: a failed write (a full disk) is retried by the loop (retry_status)
-        self.stale = not replace_file(self.dir, "supervise/status", self.status.pack())
+        self.stale = not replace_file(self.dir, STATUS, self.status.pack())
 
     def retry_status(self) -> None:
         """The last status write failed: try it again, quietly (each change still warns
         as in the C, whose status just stays stale until the next change)."""
-        self.stale = not replace_file(self.dir, "supervise/status", self.status.pack(),
+        self.stale = not replace_file(self.dir, STATUS, self.status.pack(),
                                       quiet=True)
 
     # -- the service -------------------------------------------------------------
@@ -136,6 +144,9 @@ class Supervisor:
         except OSError as e:
             if after_death:
                 self.record_death()
+            elif self.ok_late:
+                self.announce()
+                self.open_ok_late()
             errors.warn(PROG, f"unable to fork for {self.dir}, sleeping 60 seconds: ", e)
             self.deep_sleep(FORK_FAILURE_PAUSE)
             self.retry_start = self.woken = True
@@ -147,9 +158,21 @@ class Supervisor:
         self.starts += 1
         self.pid_change()
         self.announce()
+        if self.ok_late:
+            self.open_ok_late()
         if after_death:  # after the restart: the history must not delay it
             self.write_history()
         self.deep_sleep(START_PAUSE)
+
+    def open_ok_late(self) -> None:
+        """The first start of a new service under svscan (prepare): supervise/ok gets
+        its reader only now, after the first status, as in the C; if that fails, this
+        supervise ends as the C's would, and the next one adopts the run."""
+        self.ok_late = False
+        try:
+            self.fds.append(fifo.open_reader("supervise/ok"))
+        except OSError as e:
+            os._exit(errors.fatal(PROG, f"unable to read {self.dir}/supervise/ok: ", e))
 
     def signal_service(self, sig: int) -> None:
         """Signals go to the service pid only, never to a process group; to an adopted
@@ -442,10 +465,10 @@ def adoptable(parent: int) -> tuple[int, int, Status] | None:
 
     Raw os calls and no exception on the common paths (no status yet, pid 0): this
     runs once per supervise in svscan's prepare loop, which should make few objects."""
-    if not os.access("supervise/status", os.R_OK):
+    if not os.access(STATUS, os.R_OK):
         return None
     try:
-        fd = os.open("supervise/status", os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(STATUS, os.O_RDONLY | os.O_CLOEXEC)
         try:
             data = os.read(fd, 18)
         finally:
@@ -484,6 +507,7 @@ def prepare(dir: str, unit: UnitLink | None = None, parent: int = 0) -> Supervis
     supervise is a systemd unit's main process (systemd_supervise). `parent`: the
     process orphaned services go to (svscan), for adopting one (adoptable).
     """
+    global _first_status_left
     opened: list[int] = []
     try:
         try:
@@ -542,16 +566,26 @@ def prepare(dir: str, unit: UnitLink | None = None, parent: int = 0) -> Supervis
             sv = notify.supervisor(dir, wakeup_r, control, want_up, opened, plain, notifying)
         if unit is not None:
             unit.attach(sv)
-        adopted = adoptable(parent) if parent else None
-        if adopted is None:
-            sv.pid_change()
+        if (parent and want_up and type(sv) is Supervisor and not _first_status_left
+                and not os.access(STATUS, os.F_OK)):
+            # A new service that svscan starts: its first status is the one with the
+            # pid, written by the child, which then opens supervise/ok. The C's pid-0
+            # record before it costs a file creation, in svscan's serial loop.
+            sv.ok_late = True
         else:
-            opened.append(adopted[1])
-            sv.adopt(*adopted)
-        sv.announce()
+            adopted = adoptable(parent) if parent else None
+            if adopted is None:
+                sv.pid_change()
+            else:
+                opened.append(adopted[1])
+                sv.adopt(*adopted)
+            sv.announce()
+            if parent and _first_status_left:
+                _first_status_left -= 1
         fifo.make("supervise/ok")
         try:  # never read: its reader is what svok looks for
-            opened.append(fifo.open_reader("supervise/ok"))
+            if not sv.ok_late:
+                opened.append(fifo.open_reader("supervise/ok"))
         except OSError as e:
             return errors.fatal(PROG, f"unable to read {dir}/supervise/ok: ", e)
         sv.fds = opened

@@ -83,6 +83,9 @@ class Scanner:
         self.nofile = nofile  # the soft limit children get back, if svscan raised it
         self.here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.room = 0  # descriptors left for pipes in this scan (scan, new_service)
+        # (pid, directory) of each supervise of this scan that opens supervise/ok itself,
+        # after its service's first start (supervise.prepare) or its own start-up steps
+        self.unconfirmed: list[tuple[int, str]] = []
 
     # -- starting supervise ------------------------------------------------------
 
@@ -219,6 +222,8 @@ class Scanner:
                     self.child(batch[index])
             pids.append(pid)
         for job, pid in zip(batch, pids):
+            if pid and (job.supervisor is None or job.supervisor.ok_late):
+                self.unconfirmed.append((pid, job.label))
             if job.is_log:
                 job.service.log_pid = pid
             else:
@@ -300,7 +305,20 @@ class Scanner:
         self.room -= 2
         return Service(name, pipe)
 
+    def wait_supervised(self, seconds: float) -> None:
+        """Until every supervise of the last scan answers svok, or has exited, or
+        `seconds` have passed: for a caller that tells the world they all run."""
+        deadline = time.monotonic() + seconds
+        while self.unconfirmed and time.monotonic() < deadline:
+            self.reap()
+            alive = self.running()
+            self.unconfirmed = [(pid, label) for pid, label in self.unconfirmed
+                                if pid in alive and not fifo.has_reader(f"{label}/supervise/ok")]
+            if self.unconfirmed:
+                time.sleep(0.005)
+
     def scan(self) -> None:
+        self.unconfirmed = []
         for sv in self.services.values():
             sv.active = False
         try:
