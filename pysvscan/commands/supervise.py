@@ -64,7 +64,7 @@ class Supervisor:
     __slots__ = ("dir", "wakeup_r", "control", "idle", "pausing", "pid", "want", "want_up",
                  "paused", "exiting", "retry_start", "woken", "status", "fds", "exec_ignored",
                  "exec_blocked", "starts", "exits", "last_exit", "recent", "adopted",
-                 "adopted_poll", "stale", "spawn", "ok_late")
+                 "adopted_poll", "stale", "spawn", "ok_late", "written")
 
     def __init__(self, dir: str, wakeup_r: int, control: int, want_up: bool) -> None:
         self.dir, self.wakeup_r, self.control = dir, wakeup_r, control
@@ -86,6 +86,7 @@ class Supervisor:
         self.adopted_poll: select.poll | None = None
         self.stale = False            # the last status write failed: retried every second
         self.ok_late = False          # supervise/ok is opened after the first status write
+        self.written = b""            # the status record last written
         self.fds: list[int] = []      # every descriptor prepare() opened (wake-up pipe first)
         # what ./run must not inherit: computed here, where svscan runs this (shared)
         self.exec_ignored, self.exec_blocked = execenv.exec_signal_state()
@@ -117,16 +118,22 @@ class Supervisor:
 
     def announce(self) -> None:
         """Write status.new and rename it over status; each failure only warns."""
+        self.write_status(self.record())
+
+    def record(self) -> bytes:
         self.status.paused = int(self.paused) if self.pid else 0
         self.status.want = (WANT_UP if self.want_up else WANT_DOWN) if self.want else WANT_NONE
+        return self.status.pack()
+
+    def write_status(self, record: bytes, quiet: bool = False) -> None:
         # pysvscan: a failed write (a full disk) is retried by the loop (retry_status)
-        self.stale = not replace_file(self.dir, STATUS, self.status.pack())
+        self.stale = not replace_file(self.dir, STATUS, record, quiet=quiet)
+        self.written = b"" if self.stale else record
 
     def retry_status(self) -> None:
         """The last status write failed: try it again, quietly (each change still warns
         as in the C, whose status just stays stale until the next change)."""
-        self.stale = not replace_file(self.dir, STATUS, self.status.pack(),
-                                      quiet=True)
+        self.write_status(self.status.pack(), quiet=True)
 
     # -- the service -------------------------------------------------------------
 
@@ -323,7 +330,11 @@ class Supervisor:
         return data.decode("latin-1")
 
     def loop(self) -> None:
-        self.announce()  # doit() in supervise.c starts with one more status write
+        # doit() in supervise.c starts with one more status write, of the record just
+        # written unless that write failed: one file creation saved per service (and
+        # hundreds when svscan starts them at once)
+        if (record := self.record()) != self.written:
+            self.write_status(record)
         while True:
             if self.exiting and not self.pid:
                 return
