@@ -470,8 +470,9 @@ def test_long_service_name_in_title(tree: Tree, procs: Processes, tmp_path: Path
         make_service(d, "s", SLEEP, down=True)
     s = start_one(tree, procs, tmp_path / tree.name, build)
     wait_until(lambda: s.ready(LONG_NAME, "s", up=False), 15, message="both supervised")
-    [long] = s.at(f"service/{LONG_NAME}")
-    [short] = s.at("service/s")
+    # svscan opens supervise/ok before it forks: the child may not have its title yet
+    [long] = wait_until(lambda: s.at(f"service/{LONG_NAME}"), 5, message="titled")
+    [short] = wait_until(lambda: s.at("service/s"), 5, message="titled")
     title = ps_args(long)
     assert title == f"supervise {LONG_NAME}", f"ps shows {abbrev(title)!r} ({len(title)} chars)"
     assert ps_args(short) == "supervise s"
