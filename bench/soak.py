@@ -47,6 +47,7 @@ import random
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -613,6 +614,11 @@ def stop(soak: Soak) -> None:
                   f"{[(p.pid, p.comm, p.argv[-1:]) for p in left[:5]]}")
 
 
+def fifos(directory: str, names: list[str]) -> list[str]:
+    """copytree's ignore: the supervise FIFOs, which it cannot copy."""
+    return [n for n in names if stat.S_ISFIFO(os.lstat(os.path.join(directory, n)).st_mode)]
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=600.0)
@@ -632,7 +638,7 @@ def main(argv: list[str]) -> int:
                         check_every=args.check_every, rate=args.rate)
     finally:
         if args.keep:
-            shutil.copytree(base, args.keep / base.name, symlinks=True)
+            shutil.copytree(base, args.keep / base.name, symlinks=True, ignore=fifos)
             print(f"directories kept in {args.keep / base.name}")
         shutil.rmtree(base, ignore_errors=True)
     print()

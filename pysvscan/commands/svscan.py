@@ -42,14 +42,16 @@ _SYSTEMD = frozenset(os.fsencode(name) for name in execenv.SYSTEMD_VARIABLES)
 
 class Service:
     """One service directory, known by (device, inode); `name` is its latest name.
-    A service has a log/ exactly when it has a pipe (read end, write end)."""
+    A service has a log/ exactly when it has a pipe (read end, write end). `gone`: the
+    last scan did not see it, and a supervise of it was still running then."""
 
-    __slots__ = ("name", "pipe", "pid", "log_pid", "active")
+    __slots__ = ("name", "pipe", "pid", "log_pid", "active", "gone")
 
     def __init__(self, name: str, pipe: tuple[int, int] | None) -> None:
         self.name, self.pipe = name, pipe
         self.pid = self.log_pid = 0
         self.active = True
+        self.gone = False
 
 
 class Launch:
@@ -339,6 +341,12 @@ class Scanner:
                 continue
             key = (st.st_dev, st.st_ino)
             sv = self.services.get(key)
+            if sv is not None and sv.gone and not sv.pid and not sv.log_pid:
+                # Its directory went away and all its supervise with it: this one only
+                # has its inode number (removed and made again between two scans), and
+                # is a new service, whose log/ is looked for afresh.
+                self.forget(key)
+                sv = None
             if sv is None:
                 sv = self.new_service(name)
                 if sv is None:
@@ -350,12 +358,16 @@ class Scanner:
             sv.active = True
             todo += self.launches(sv)
         self.launch(todo)
-        for key in [k for k, sv in self.services.items()
-                    if not sv.active and not sv.pid and not sv.log_pid]:
-            sv = self.services.pop(key)
-            if sv.pipe:
-                os.close(sv.pipe[0])
-                os.close(sv.pipe[1])
+        for key, sv in list(self.services.items()):
+            sv.gone = not sv.active
+            if sv.gone and not sv.pid and not sv.log_pid:
+                self.forget(key)
+
+    def forget(self, key: tuple[int, int]) -> None:
+        sv = self.services.pop(key)
+        if sv.pipe:
+            os.close(sv.pipe[0])
+            os.close(sv.pipe[1])
 
     def reap(self) -> None:
         """Forget every supervise that has exited; it is started again by the next scan."""
