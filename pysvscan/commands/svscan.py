@@ -42,16 +42,14 @@ _SYSTEMD = frozenset(os.fsencode(name) for name in execenv.SYSTEMD_VARIABLES)
 
 class Service:
     """One service directory, known by (device, inode); `name` is its latest name.
-    A service has a log/ exactly when it has a pipe (read end, write end). `gone`: the
-    last scan did not see it, and a supervise of it was still running then."""
+    A service has a log/ exactly when it has a pipe (read end, write end)."""
 
-    __slots__ = ("name", "pipe", "pid", "log_pid", "active", "gone")
+    __slots__ = ("name", "pipe", "pid", "log_pid", "active")
 
     def __init__(self, name: str, pipe: tuple[int, int] | None) -> None:
         self.name, self.pipe = name, pipe
         self.pid = self.log_pid = 0
         self.active = True
-        self.gone = False
 
 
 class Launch:
@@ -341,10 +339,12 @@ class Scanner:
                 continue
             key = (st.st_dev, st.st_ino)
             sv = self.services.get(key)
-            if sv is not None and sv.gone and not sv.pid and not sv.log_pid:
-                # Its directory went away and all its supervise with it: this one only
-                # has its inode number (removed and made again between two scans), and
-                # is a new service, whose log/ is looked for afresh.
+            if sv is not None and not sv.active and sv.name != name and not sv.pid \
+                    and not sv.log_pid:
+                # (device, inode) of a service all of whose supervise have ended, under
+                # another name: a directory removed and made again between two scans
+                # that got the freed inode number. A new service, whose log/ is looked
+                # for afresh (the soak met one whose new log/ never started).
                 self.forget(key)
                 sv = None
             if sv is None:
@@ -358,10 +358,9 @@ class Scanner:
             sv.active = True
             todo += self.launches(sv)
         self.launch(todo)
-        for key, sv in list(self.services.items()):
-            sv.gone = not sv.active
-            if sv.gone and not sv.pid and not sv.log_pid:
-                self.forget(key)
+        for key in [k for k, sv in self.services.items()
+                    if not sv.active and not sv.pid and not sv.log_pid]:
+            self.forget(key)
 
     def forget(self, key: tuple[int, int]) -> None:
         sv = self.services.pop(key)
