@@ -68,6 +68,8 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # imported by path (te
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 from logcheck import INTERVAL, LINE, Analysis, analyse  # noqa: E402
 
+from pysvscan.procinfo import alive, stat_fields  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 BINDIRS = {"py": ROOT / ".venv" / "bin", "c": Path("/usr/bin")}
 NAMES = {"py": "pysvscan", "c": "C"}
@@ -228,21 +230,9 @@ def lock_holders(directory: Path, exclude: int = 0) -> list[int]:
     return found
 
 
-def state_of(pid: int) -> str | None:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:][:1].decode()
-
-
-def alive(pid: int) -> bool:
-    return pid > 0 and state_of(pid) not in (None, "Z", "X")
-
-
 def gone(pid: int) -> bool:
     """Dead and reaped: not even a zombie left."""
-    return state_of(pid) is None
+    return stat_fields(pid) is None
 
 
 def service_copies(tree: Tree) -> int:

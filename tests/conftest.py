@@ -21,6 +21,7 @@ from typing import Callable, Iterator, TypeVar
 
 import pytest
 
+from pysvscan import fifo, procinfo
 from pysvscan.execenv import reset_libc_internal_signals
 
 # Under `make test`, GNU make's posix_spawn leaves signals 32 and 33 ignored in pytest
@@ -191,11 +192,7 @@ def status_pid(service: Path) -> int:
 
 def supervise_ready(service: Path) -> bool:
     """svok's test: someone holds supervise/ok open for reading."""
-    try:
-        os.close(os.open(service / "supervise" / "ok", os.O_WRONLY | os.O_NONBLOCK))
-        return True
-    except OSError:
-        return False
+    return fifo.has_reader(str(service / "supervise" / "ok"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,16 +314,11 @@ def ok_reader(service: Path) -> Iterator[int]:
 
 def proc_state(pid: int) -> str | None:
     """The state letter of /proc/PID/stat (R, S, T, Z ...), None if there is no such pid."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return data[data.rindex(b")") + 2:][:1].decode()
+    fields = procinfo.stat_fields(pid)
+    return fields[0] if fields else None
 
 
-def alive(pid: int) -> bool:
-    """A process that exists and has not died (zombies count as dead)."""
-    return pid > 0 and proc_state(pid) not in (None, "Z", "X")
+alive = procinfo.alive  # a process that exists and has not died (zombies count as dead)
 
 
 def stopped_state(pid: int, expect_stopped: bool, timeout: float = 5.0) -> bool | None:
